@@ -1,0 +1,71 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Twin of registry_argument_spec() in plugins/module_utils/_args.py.
+    DOCUMENTATION = r"""
+options:
+  registry_auth:
+    description:
+      - Credentials for registries, used before any found in O(docker_config).
+      - They are sent only to the registry they name and its token service, never to a mirror,
+        and never appear in results or logs.
+    type: list
+    elements: dict
+    suboptions:
+      registry:
+        description:
+          - The registry, as C(host[:port]); V(docker.io) (or C(https://index.docker.io/v1/)) for Docker Hub.
+        type: str
+        required: true
+      username:
+        description: User name.
+        type: str
+        required: true
+      password:
+        description: Password or access token.
+        type: str
+        required: true
+  docker_config:
+    description:
+      - Path of a docker C(config.json) to read credentials from (C(auths), C(credHelpers), C(credsStore)).
+      - Defaults to C($DOCKER_CONFIG/config.json), else C(~/.docker/config.json); a missing file means no credentials.
+    type: path
+  mirrors:
+    description:
+      - Mirrors to try before a registry, as a mapping of registry (C(host[:port]), V(docker.io) for Docker Hub)
+        to an ordered list of endpoint URLs such as C(https://mirror.internal:5000).
+      - A mirror that fails or lacks the content falls through to the next, then to the registry itself.
+    type: dict
+    default: {}
+  insecure_registries:
+    description:
+      - Registries (C(host[:port])) that may be reached over plain HTTP or with unverified TLS.
+      - Registries on loopback addresses are always treated as insecure, as Docker does.
+    type: list
+    elements: str
+    default: []
+  ca_path:
+    description: A CA bundle (PEM) to verify registries' TLS certificates with.
+    type: path
+  validate_certs:
+    description: Whether to verify registries' TLS certificates.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for a registry to answer, and for the store's lock.
+    type: int
+    default: 60
+  retries:
+    description:
+      - How many times to retry a request after a network error, an HTTP 5xx, or an HTTP 429 whose
+        C(Retry-After) is at most 60 seconds. Backoff is exponential with jitter.
+      - An interrupted blob download resumes where it stopped.
+    type: int
+    default: 4
+"""

@@ -1,0 +1,79 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Shared option groups, the twins of doc_fragments/store.py and doc_fragments/registry.py.
+
+Each function returns a new dict, so a module can merge it without touching anyone else's copy.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, RegistryOptions
+from ansible_collections.dockyard.images.plugins.module_utils._stores import open_store
+
+
+def store_argument_spec() -> dict:
+    return {
+        "store": {"type": "str", "default": "auto", "choices": ["auto", "oci"]},
+        "store_path": {"type": "path"},
+    }
+
+
+def registry_argument_spec() -> dict:
+    return {
+        "registry_auth": {
+            "type": "list",
+            "elements": "dict",
+            "no_log": True,
+            "options": {
+                "registry": {"type": "str", "required": True},
+                "username": {"type": "str", "required": True},
+                "password": {"type": "str", "required": True, "no_log": True},
+            },
+        },
+        "docker_config": {"type": "path"},
+        "mirrors": {"type": "dict", "default": {}},
+        "insecure_registries": {"type": "list", "elements": "str", "default": []},
+        "ca_path": {"type": "path"},
+        "validate_certs": {"type": "bool", "default": True},
+        "timeout": {"type": "int", "default": 60},
+        "retries": {"type": "int", "default": 4},
+    }
+
+
+def merged_spec(own: dict, *groups) -> dict:
+    spec = {}
+    for group in groups:
+        spec.update(group())
+    spec.update(own)
+    return spec
+
+
+def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
+    """A registry client configured from a module's registry options."""
+    if params["timeout"] <= 0 or params["retries"] < 0:
+        raise DockyardError("invalid_argument", "timeout must be positive and retries zero or more")
+    mirrors = {}
+    for registry, urls in (params.get("mirrors") or {}).items():
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not all(isinstance(url, str) and url for url in urls):
+            raise DockyardError("invalid_argument", f"mirrors[{registry!r}] must be a list of endpoint URLs")
+        mirrors[registry] = tuple(urls)
+    options = RegistryOptions(
+        timeout=float(params["timeout"]),
+        retries=params["retries"],
+        validate_certs=params["validate_certs"],
+        ca_path=params.get("ca_path"),
+        insecure_registries=tuple(params.get("insecure_registries") or ()),
+        mirrors=mirrors,
+    )
+    credentials = CredentialStore(params.get("registry_auth"), params.get("docker_config"))
+    return RegistryClient(credentials, options, pool_size=pool_size)
+
+
+def store_from_params(params: dict):
+    return open_store(params["store"], params.get("store_path"), lock_timeout=float(params.get("timeout") or 60))

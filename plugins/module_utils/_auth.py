@@ -1,0 +1,264 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Registry credentials and authentication challenges.
+
+Credentials come from the task first, then from a docker config.json (credHelpers, credsStore,
+auths, in docker/cli's order). Challenges are parsed per RFC 7235; Bearer tokens are cached by
+realm, service, scopes and identity until shortly before they expire.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+
+DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+_DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+TOKEN_DEFAULT_LIFETIME = 60
+TOKEN_REFRESH_MARGIN = 10
+
+
+@dataclass(frozen=True)
+class Credential:
+    username: str = ""
+    password: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
+    registry_token: str = field(default="", repr=False)
+
+    @property
+    def identity(self) -> str:
+        """Who these credentials are for, without any secret: a token cache key part."""
+        return self.username or ("<identity-token>" if self.identity_token else "")
+
+    @property
+    def basic(self) -> Optional[tuple]:
+        return (self.username, self.password) if self.username and self.password else None
+
+
+def registry_host(text: str) -> str:
+    """`https://index.docker.io/v1/` → `docker.io`; `http://host:5000/x` → `host:5000`."""
+    host = text.strip()
+    if "://" in host:
+        host = urlsplit(host).netloc
+    host = host.split("/", 1)[0].lower()
+    return "docker.io" if host in _DOCKER_HUB_ALIASES else host
+
+
+def _config_key(domain: str) -> str:
+    return DOCKER_HUB_CONFIG_KEY if registry_host(domain) == "docker.io" else domain
+
+
+class CredentialStore:
+    """Finds the credentials for a registry; task options win over the docker config."""
+
+    def __init__(self, registry_auth: Optional[list] = None, docker_config: Optional[str] = None):
+        self._task = {}
+        for entry in registry_auth or ():
+            self._task[registry_host(entry["registry"])] = Credential(
+                username=entry.get("username") or "", password=entry.get("password") or ""
+            )
+        self._config_path = docker_config or _default_config_path()
+        self._config = None
+        self._lock = threading.Lock()
+
+    def lookup(self, domain: str) -> Optional[Credential]:
+        host = registry_host(domain)
+        if host in self._task:
+            return self._task[host]
+        with self._lock:
+            if self._config is None:
+                self._config = _read_config(self._config_path)
+        return _from_config(self._config, host)
+
+
+def _default_config_path() -> str:
+    base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return os.path.join(base, "config.json")
+
+
+def _read_config(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DockyardError(
+            "invalid_argument", f"cannot read docker config {path}: {exc}; fix the file or set docker_config"
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _from_config(config: dict, host: str) -> Optional[Credential]:
+    key = _config_key(host)
+    helper = (config.get("credHelpers") or {}).get(host) or (config.get("credHelpers") or {}).get(key)
+    if helper:
+        return _run_helper(helper, key)
+    if config.get("credsStore"):
+        found = _run_helper(config["credsStore"], key)
+        if found:
+            return found
+    for entry_key, entry in (config.get("auths") or {}).items():
+        if registry_host(entry_key) == host and isinstance(entry, dict):
+            return _decode_auth_entry(entry, host)
+    return None
+
+
+def _decode_auth_entry(entry: dict, host: str) -> Optional[Credential]:
+    username, password = entry.get("username") or "", entry.get("password") or ""
+    if entry.get("auth"):
+        try:
+            decoded = base64.b64decode(entry["auth"]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise DockyardError("invalid_argument", f"the docker config entry for {host} has an invalid auth field") from None
+        username, sep, password = decoded.partition(":")
+        if not sep or not username:
+            raise DockyardError("invalid_argument", f"the docker config entry for {host} has an auth field without a user name")
+        password = password.rstrip("\x00")
+    credential = Credential(
+        username=username,
+        password=password,
+        identity_token=entry.get("identitytoken") or "",
+        registry_token=entry.get("registrytoken") or "",
+    )
+    return credential if (credential.basic or credential.identity_token or credential.registry_token) else None
+
+
+def _run_helper(suffix: str, server: str) -> Optional[Credential]:
+    program = f"docker-credential-{suffix}"
+    try:
+        done = subprocess.run([program, "get"], input=server.encode(), capture_output=True, timeout=30, check=False)
+    except FileNotFoundError:
+        raise DockyardError("unauthorized", f"credential helper {program} is configured but not installed") from None
+    except subprocess.TimeoutExpired:
+        raise DockyardError("unauthorized", f"credential helper {program} did not answer within 30 s") from None
+    if done.returncode != 0:
+        if b"credentials not found" in done.stdout + done.stderr:
+            return None
+        raise DockyardError("unauthorized", f"credential helper {program} failed for {server}")
+    try:
+        data = json.loads(done.stdout)
+    except ValueError:
+        raise DockyardError("unauthorized", f"credential helper {program} returned something that is not JSON") from None
+    if data.get("Username") == "<token>":
+        return Credential(identity_token=data.get("Secret") or "")
+    return Credential(username=data.get("Username") or "", password=data.get("Secret") or "")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str
+    params: dict
+
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
+
+
+def parse_challenges(header: str) -> list:
+    """Parse a WWW-Authenticate header that may hold several challenges (RFC 7235)."""
+    challenges, i, n = [], 0, len(header or "")
+    while i < n:
+        while i < n and header[i] in " ,":
+            i += 1
+        start = i
+        while i < n and header[i] not in " ,=":
+            i += 1
+        scheme = header[start:i]
+        if not scheme:
+            break
+        params = {}
+        while True:
+            j = i
+            while j < n and header[j] in " ,":
+                j += 1
+            k = j
+            while k < n and header[k] not in " ,=":
+                k += 1
+            if k >= n or header[k] != "=" or k == j:
+                i = j
+                break  # the next token is a new scheme, not a parameter
+            key, i = header[j:k].lower(), k + 1
+            if i < n and header[i] == '"':
+                i += 1
+                value = []
+                while i < n and header[i] != '"':
+                    if header[i] == "\\" and i + 1 < n:
+                        i += 1
+                    value.append(header[i])
+                    i += 1
+                i += 1
+                params[key] = "".join(value)
+            else:
+                start = i
+                while i < n and header[i] not in " ,":
+                    i += 1
+                params[key] = header[start:i]
+        challenges.append(Challenge(scheme.lower(), params))
+    return challenges
+
+
+def check_realm(realm: str, registry_netloc: str, insecure: bool) -> None:
+    """Refuse token realms that would send us somewhere more private than the registry itself."""
+    parts = urlsplit(realm)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise DockyardError("unauthorized", f"the registry named an invalid token realm {realm!r}")
+    if parts.netloc == registry_netloc:
+        return
+    if parts.scheme == "http" and not insecure:
+        raise DockyardError("tls", f"the registry's token realm {realm} is not https; list the registry in insecure_registries to allow it")
+    realm_ip, registry_ip = _ip(parts.hostname), _ip(urlsplit("//" + registry_netloc).hostname or "")
+    if realm_ip is not None and _private_rank(realm_ip) > _private_rank(registry_ip):
+        raise DockyardError("unauthorized", f"the registry named token realm {realm}, an address more private than the registry's own; refused")
+
+
+def _ip(host: str):
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _private_rank(address) -> int:
+    if address is None:
+        return 0
+    if address.is_loopback or address.is_unspecified:
+        return 3
+    if address.is_link_local:
+        return 2
+    if address.is_private:
+        return 1
+    return 0
+
+
+class TokenCache:
+    """Bearer tokens keyed by realm, service, scopes and identity, valid until near expiry."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._tokens = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def get(self, key) -> Optional[str]:
+        with self._lock:
+            found = self._tokens.get(key)
+            if found and found[1] > self._clock():
+                return found[0]
+            return None
+
+    def put(self, key, token: str, expires_in: Optional[int]) -> None:
+        lifetime = expires_in if isinstance(expires_in, int) and expires_in > 0 else TOKEN_DEFAULT_LIFETIME
+        with self._lock:
+            self._tokens[key] = (token, self._clock() + max(lifetime - TOKEN_REFRESH_MARGIN, 1))

@@ -1,0 +1,283 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Pull images from registries into the OCI layout store.
+
+reference → the registry resolves a manifest for the platform → the store says which blobs it
+lacks → the registry streams only those into the store, verified → the store records the tag.
+All images of one call share one worker pool, and a blob two images need is fetched once.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, compatible_platforms
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
+from ansible_collections.dockyard.images.plugins.module_utils._registry import Descriptor, RegistryClient, ResolvedImage, sha256_digest
+from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import (
+    CONTAINERD_NAME,
+    OCI_MANIFEST,
+    REF_NAME,
+    REGISTRY_DIGEST,
+    REGISTRY_MANIFEST_DIGEST,
+    OciStore,
+    oci_manifest,
+)
+
+ALREADY_EXISTS = "already_exists"
+PULL_COMPLETE = "pull_complete"
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    reference: Reference
+    platform: Platform
+    platform_explicit: bool = False
+    policy: str = "missing"
+
+
+@dataclass
+class LayerStatus:
+    digest: str
+    size: int
+    status: str
+
+    def to_dict(self) -> dict:
+        return {"digest": self.digest, "size": self.size, "status": self.status}
+
+
+@dataclass
+class PullResult:
+    request: PullRequest
+    before: Optional[str] = None
+    digest: Optional[str] = None
+    manifest_digest: Optional[str] = None
+    id: Optional[str] = None
+    platform: Optional[str] = None
+    platform_fallback: bool = False
+    layers: list = field(default_factory=list)
+    changed: bool = False
+    contacted_registry: bool = False
+    error: Optional[DockyardError] = None
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return sum(layer.size for layer in self.layers if layer.status == PULL_COMPLETE)
+
+    @property
+    def reused_bytes(self) -> int:
+        return sum(layer.size for layer in self.layers if layer.status == ALREADY_EXISTS)
+
+    def to_dict(self, requested: str) -> dict:
+        result = {
+            "reference": requested,
+            "canonical": self.request.reference.canonical,
+            "digest": self.digest,
+            "manifest_digest": self.manifest_digest,
+            "id": self.id,
+            "platform": self.platform,
+            "platform_fallback": self.platform_fallback,
+            "size": self.size,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "downloaded_bytes": self.downloaded_bytes,
+            "reused_bytes": self.reused_bytes,
+            "changed": self.changed,
+        }
+        if self.error is not None:
+            result["failed"] = True
+            result["msg"] = self.error.message
+            result["reason"] = self.error.reason
+        return result
+
+
+@dataclass
+class _Plan:
+    request: PullRequest
+    result: PullResult
+    entry: Optional[dict] = None
+    resolved: Optional[ResolvedImage] = None
+    platform: Optional[Platform] = None
+    wanted_blobs: list = field(default_factory=list)
+
+
+class OciPuller:
+    """Pulls a list of references into an OciStore in one pool; check mode only predicts."""
+
+    def __init__(self, store: OciStore, client: RegistryClient, concurrency: int = 3, check_mode: bool = False):
+        self.store = store
+        self.client = client
+        self.concurrency = max(1, concurrency)
+        self.check_mode = check_mode
+        self._inflight = {}
+        self._inflight_lock = threading.Lock()
+
+    def pull(self, requests: list) -> list:
+        plans = [_Plan(request, PullResult(request)) for request in requests]
+        lock = contextlib.nullcontext() if self.check_mode else self.store.pull_lock()
+        with lock, ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-pull") as pool:
+            for plan, failure in zip(plans, pool.map(self._safely(self._resolve), plans)):
+                plan.result.error = failure
+            claimed = set()
+            for plan in plans:
+                if plan.result.error is None and plan.resolved is not None:
+                    self._assign_statuses(plan, claimed)
+            if self.check_mode:
+                return [plan.result for plan in plans]
+            downloads = {}
+            for plan in plans:
+                for descriptor in plan.wanted_blobs:
+                    if descriptor.digest not in downloads:
+                        downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
+            for plan in plans:
+                if plan.result.error is None and plan.resolved is not None:
+                    plan.result.error = self._safely(self._finish)(plan, downloads)
+        return [plan.result for plan in plans]
+
+    @staticmethod
+    def _safely(function):
+        def run(plan, *args):
+            try:
+                function(plan, *args)
+                return None
+            except DockyardError as exc:
+                return exc.with_context(plan.request.reference.familiar)
+
+        return run
+
+    # -- resolve ---------------------------------------------------------------------------------
+
+    def _resolve(self, plan: _Plan) -> None:
+        request, result = plan.request, plan.result
+        plan.entry = self.store.find_entry(request.reference, request.platform)
+        if plan.entry is None and not request.platform_explicit:
+            plan.entry = self.store.find_entry(request.reference, None)
+        if plan.entry is not None:
+            result.before = (plan.entry.get("annotations") or {}).get(REGISTRY_DIGEST) or plan.entry["digest"]
+        present = plan.entry is not None and self.store.is_complete(plan.entry)
+        if present and (request.policy == "missing" or request.reference.pinned):
+            self._report_present(plan)
+            return
+        registry = self.client.for_reference(request.reference)
+        result.contacted_registry = True
+        head_digest = None if request.reference.pinned else registry.head_manifest(request.reference)
+        if present and head_digest and head_digest == result.before:
+            self._report_present(plan)
+            return
+        resolved = registry.resolve(request.reference, request.platform, head_digest, self.store.local_manifest)
+        plan.resolved = resolved
+        plan.platform = resolved.platform or self._config_platform(registry, resolved, request)
+        result.digest = resolved.digest
+        result.manifest_digest = resolved.manifest_digest
+        result.id = resolved.config.digest
+        result.platform_fallback = resolved.platform_fallback
+        result.platform = str(plan.platform) if plan.platform else None
+
+    def _config_platform(self, registry, resolved: ResolvedImage, request: PullRequest) -> Optional[Platform]:
+        """A single-manifest image names its platform only in its config; check it when asked."""
+        if self.check_mode and not self.store.has_blob(resolved.config.digest, resolved.config.size):
+            config = registry.fetch_blob_bytes(request.reference, resolved.config)
+        else:
+            self._download(request.reference, resolved.config)
+            config = self.store.read_blob(resolved.config.digest)
+        try:
+            found = Platform.from_descriptor(json.loads(config))
+        except ValueError:
+            raise DockyardError("unsupported_media_type", f"the config {resolved.config.digest} is not JSON") from None
+        accepted = {(p.os, p.architecture, p.variant) for p in compatible_platforms(request.platform)}
+        if request.platform_explicit and found is not None and (found.os, found.architecture, found.variant) not in accepted:
+            raise DockyardError(
+                "platform_not_found",
+                f"the image is for {found} only, not {request.platform}; set platform to {found} or use another image",
+                platforms_available=[str(found)],
+            )
+        return found
+
+    def _report_present(self, plan: _Plan) -> None:
+        record = self.store.image_for(plan.entry)
+        result = plan.result
+        result.digest, result.manifest_digest, result.id = record.digest, record.manifest_digest, record.id
+        result.platform = str(record.platform) if record.platform else None
+        result.layers = [LayerStatus(layer.digest, layer.size, ALREADY_EXISTS) for layer in record.layers]
+
+    def _assign_statuses(self, plan: _Plan, claimed: set) -> None:
+        """A blob is pulled by the first image in the list that lacks it; later ones reuse it."""
+        resolved = plan.resolved
+        for descriptor in (resolved.config,) + resolved.layers:
+            missing = not self.store.has_blob(descriptor.digest, descriptor.size)
+            owner = missing and descriptor.digest not in claimed
+            if owner:
+                claimed.add(descriptor.digest)
+                plan.wanted_blobs.append(descriptor)
+            elif missing:
+                plan.wanted_blobs.append(descriptor)
+            if descriptor is not resolved.config:
+                plan.result.layers.append(LayerStatus(descriptor.digest, descriptor.size, PULL_COMPLETE if owner else ALREADY_EXISTS))
+        entry = self._index_entry(plan)
+        plan.result.changed = plan.entry != entry or bool(plan.wanted_blobs)
+
+    # -- download and record ---------------------------------------------------------------------
+
+    def _download(self, reference: Reference, descriptor: Descriptor) -> None:
+        """Fetch one blob into the store, once per call even when several images need it."""
+        with self._inflight_lock:
+            gate = self._inflight.get(descriptor.digest)
+            owner = gate is None
+            if owner:
+                gate = self._inflight[descriptor.digest] = threading.Lock()
+                gate.acquire()
+        if not owner:
+            with gate:
+                return
+        try:
+            if self.store.has_blob(descriptor.digest, descriptor.size):
+                return
+            partial = self.store.open_partial(descriptor.digest)
+            try:
+                if self.store.has_blob(descriptor.digest, descriptor.size):
+                    return  # another process finished it while we waited for the partial's lock
+                self.client.for_reference(reference).fetch_blob(reference, descriptor, partial)
+                self.store.commit_partial(partial, descriptor.digest)
+            finally:
+                partial.close()
+        finally:
+            gate.release()
+
+    def _finish(self, plan: _Plan, downloads: dict) -> None:
+        for descriptor in plan.wanted_blobs:
+            downloads[descriptor.digest].result()
+        resolved = plan.resolved
+        if resolved.index_bytes is not None:
+            self.store.put_blob(resolved.index_bytes)
+        self.store.put_blob(resolved.manifest_bytes)
+        self.store.put_blob(oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type))
+        changed = self.store.record(plan.request.reference, self._index_entry(plan))
+        plan.result.changed = changed or bool(plan.wanted_blobs)
+
+    @staticmethod
+    def _index_entry(plan: _Plan) -> dict:
+        """The index.json descriptor that tags this image: its OCI manifest, with the registry's digests."""
+        resolved = plan.resolved
+        body = oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type)
+        entry = {"mediaType": OCI_MANIFEST, "digest": sha256_digest(body), "size": len(body)}
+        if plan.platform is not None:
+            entry["platform"] = plan.platform.to_oci()
+        canonical = resolved.reference.canonical
+        entry["annotations"] = {
+            REF_NAME: canonical,
+            CONTAINERD_NAME: canonical,
+            REGISTRY_DIGEST: resolved.digest,
+            REGISTRY_MANIFEST_DIGEST: resolved.manifest_digest,
+        }
+        return entry

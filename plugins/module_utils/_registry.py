@@ -1,0 +1,671 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A registry client for the OCI Distribution / Docker Registry HTTP API v2, over requests.
+
+It knows no store: callers hand it a way to read manifests they already hold and a sink to
+stream blobs into. Every failure is a DockyardError whose reason comes from `_reason_for`.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import ipaddress
+import json
+import random
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from ansible_collections.dockyard.images.plugins.module_utils._auth import (
+    Credential,
+    CredentialStore,
+    TokenCache,
+    check_realm,
+    parse_challenges,
+    registry_host,
+)
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, choose_manifest
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
+
+try:
+    import requests
+    import urllib3
+    from requests.adapters import HTTPAdapter
+
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - reported by the modules with missing_required_lib
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
+SCHEMA1_TYPES = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+CHUNK = 1024 * 1024
+DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
+RETRYABLE_STATUS = frozenset((408, 499, 500, 502, 503, 504, 522))
+USER_AGENT = "dockyard.images"
+
+_CODE_REASONS = {
+    "UNAUTHORIZED": "unauthorized",
+    "DENIED": "denied",
+    "MANIFEST_UNKNOWN": "not_found",
+    "NAME_UNKNOWN": "not_found",
+    "BLOB_UNKNOWN": "not_found",
+    "TOOMANYREQUESTS": "rate_limited",
+    "UNSUPPORTED": "unsupported_media_type",
+}
+_STATUS_REASONS = {401: "unauthorized", 403: "denied", 404: "not_found", 429: "rate_limited"}
+
+
+def _reason_for(status: int, codes: list) -> str:
+    """The one place that maps an HTTP status and registry error codes to a reason."""
+    for code in codes:
+        if code in _CODE_REASONS:
+            return _CODE_REASONS[code]
+    if status in _STATUS_REASONS:
+        return _STATUS_REASONS[status]
+    return "unreachable" if status >= 500 else "not_found" if status == 410 else "unreachable"
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    urls: tuple = ()
+    annotations: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Descriptor:
+        try:
+            return cls(data["mediaType"], data["digest"], int(data["size"]), tuple(data.get("urls") or ()), data.get("annotations") or {})
+        except (KeyError, TypeError, ValueError):
+            raise DockyardError("unsupported_media_type", f"malformed descriptor in manifest: {data!r:.200}") from None
+
+
+@dataclass
+class RateLimit:
+    limit: Optional[str] = None
+    remaining: Optional[str] = None
+    source: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"limit": self.limit, "remaining": self.remaining, "source": self.source}
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What the registry says a reference is, for one platform."""
+
+    reference: Reference
+    digest: str
+    media_type: str
+    top_bytes: bytes
+    manifest_digest: str
+    manifest_media_type: str
+    manifest_bytes: bytes
+    config: Descriptor
+    layers: tuple
+    platform: Optional[Platform]
+    platform_fallback: bool
+
+    @property
+    def index_bytes(self) -> Optional[bytes]:
+        return self.top_bytes if self.media_type in INDEX_TYPES else None
+
+
+@dataclass
+class RegistryOptions:
+    timeout: float = 60.0
+    retries: int = 4
+    validate_certs: bool = True
+    ca_path: Optional[str] = None
+    insecure_registries: tuple = ()
+    mirrors: dict = field(default_factory=dict)
+    max_retry_after: float = 60.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _is_loopback(netloc: str) -> bool:
+    host = urlsplit("//" + netloc).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BlobSink:
+    """Where a blob streams to. The store implements it; the registry only writes and asks."""
+
+    offset: int
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def digest(self) -> str: ...
+
+
+class MemorySink(BlobSink):
+    def __init__(self, digest: str):
+        self._algorithm = digest.split(":", 1)[0]
+        self.restart()
+
+    def write(self, chunk: bytes) -> None:
+        self.data += chunk
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def restart(self) -> None:
+        self.data, self.offset = bytearray(), 0
+        self._hash = hashlib.new(self._algorithm if self._algorithm in ("sha256", "sha512") else "sha256")
+
+    def digest(self) -> str:
+        return f"{self._hash.name}:{self._hash.hexdigest()}"
+
+
+class Endpoint:
+    """One base URL (the registry or a mirror) with its own auth state and retries."""
+
+    def __init__(self, session, base_url: Optional[str], netloc: str, credential: Optional[Credential], options: RegistryOptions, insecure: bool):
+        self.session = session
+        self.netloc = netloc
+        self.credential = credential
+        self.options = options
+        self.insecure = insecure
+        self._base_url = base_url
+        self._base_lock = threading.Lock()
+        self._tokens = TokenCache()
+        self._challenge = None
+        self._basic = False
+        self.rate_limit = RateLimit()
+
+    def base_url(self) -> str:
+        """The scheme is https unless the registry is insecure and does not speak TLS."""
+        with self._base_lock:
+            if self._base_url is None:
+                self._base_url = self._probe_scheme()
+            return self._base_url
+
+    def _probe_scheme(self) -> str:
+        https = f"https://{self.netloc}"
+        if not self.insecure:
+            return https
+        try:
+            self.session.get(https + "/v2/", timeout=min(self.options.timeout, 10), verify=False)
+            return https
+        except requests.exceptions.RequestException:
+            return f"http://{self.netloc}"
+
+    def request(self, method: str, path: str, *, scope: str, what: str, headers=None, stream=False, params=None, ok=(200,)):
+        """Send a request with auth and retries; return the response whose status is in `ok`."""
+        url = path if "://" in path else self.base_url() + path
+        headers = dict(headers or {})
+        attempt = 0
+        authorized_retry = False
+        while True:
+            auth_header = self._authorization(scope, what)
+            if auth_header:
+                headers["Authorization"] = auth_header
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, params=params, stream=stream, timeout=(min(self.options.timeout, 10), self.options.timeout),
+                    allow_redirects=True, verify=self._verify(),
+                )
+            except requests.exceptions.SSLError as exc:
+                raise DockyardError("tls", f"{what}: TLS failed talking to {self.netloc}: {_short(exc)}; set ca_path, or validate_certs: false") from None
+            except requests.exceptions.RequestException as exc:
+                attempt += 1
+                if attempt > self.options.retries:
+                    raise DockyardError("unreachable", f"{what}: cannot reach {self.netloc} after {attempt} attempts: {_short(exc)}") from None
+                self._sleep_backoff(attempt)
+                continue
+            self._record_rate_limit(response)
+            if response.status_code in ok:
+                return response
+            if response.status_code == 401 and not authorized_retry:
+                authorized_retry = True
+                if self._authenticate(response, scope, what):
+                    response.close()
+                    continue
+            if response.status_code == 429 or response.status_code in RETRYABLE_STATUS:
+                attempt += 1
+                delay = self._retry_delay(response, attempt)
+                if attempt <= self.options.retries and delay is not None:
+                    response.close()
+                    time.sleep(delay)
+                    continue
+            raise self._error(response, what)
+
+    def _verify(self):
+        if self.insecure or not self.options.validate_certs:
+            return False
+        return self.options.ca_path or True
+
+    def _retry_delay(self, response, attempt: int) -> Optional[float]:
+        if response.status_code == 429:
+            wait = _retry_after(response.headers.get("Retry-After"))
+            if wait is not None:
+                return wait if wait <= self.options.max_retry_after else None
+        return self._backoff(attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _sleep_backoff(self, attempt: int) -> None:
+        time.sleep(self._backoff(attempt))
+
+    def _record_rate_limit(self, response) -> None:
+        if "ratelimit-remaining" in response.headers or "ratelimit-limit" in response.headers:
+            self.rate_limit = RateLimit(
+                response.headers.get("ratelimit-limit"), response.headers.get("ratelimit-remaining"), response.headers.get("docker-ratelimit-source")
+            )
+
+    def _authorization(self, scope: str, what: str) -> Optional[str]:
+        """The Authorization header for `scope`, fetching a token once the registry asked for one."""
+        if self._basic:
+            user, password = self.credential.basic
+            return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        if self._challenge is None:
+            return None
+        key = self._token_key(scope)
+        token = self._tokens.get(key)
+        if token is None:
+            self._fetch_token([scope] if scope else [], scope, what)
+            token = self._tokens.get(key)
+        return f"Bearer {token}" if token else None
+
+    def _token_key(self, scope: str):
+        identity = self.credential.identity if self.credential else ""
+        return (self._challenge.realm, self._challenge.params.get("service", ""), scope, identity)
+
+    def _authenticate(self, response, scope: str, what: str) -> bool:
+        """Answer a 401 challenge; True when a retry with new credentials makes sense."""
+        challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+        bearer = next((c for c in challenges if c.scheme == "bearer"), None)
+        if bearer is not None:
+            check_realm(bearer.realm, self.netloc, self.insecure or not self.options.validate_certs)
+            self._challenge = bearer
+            wanted = [s for s in (bearer.params.get("scope", ""), scope) if s]
+            self._fetch_token(wanted, scope, what)
+            return True
+        if any(c.scheme == "basic" for c in challenges) and self.credential and self.credential.basic and not self._basic:
+            self._basic = True
+            return True
+        return False
+
+    def _fetch_token(self, scopes: list, cache_scope: str, what: str) -> None:
+        challenge = self._challenge
+        params = [("service", challenge.params["service"])] if challenge.params.get("service") else []
+        params += [("scope", s) for s in dict.fromkeys(scopes)]
+        credential = self.credential
+        try:
+            if credential and credential.registry_token:
+                self._tokens.put(self._token_key(cache_scope), credential.registry_token, None)
+                return
+            if credential and credential.identity_token:
+                form = {"grant_type": "refresh_token", "refresh_token": credential.identity_token, "client_id": USER_AGENT}
+                form.update({"service": challenge.params.get("service", ""), "scope": " ".join(dict.fromkeys(scopes))})
+                reply = self.session.post(challenge.realm, data=form, timeout=self.options.timeout, verify=self._verify())
+            else:
+                if credential and credential.basic:
+                    params.append(("account", credential.username))
+                reply = self.session.get(
+                    challenge.realm + ("&" if "?" in challenge.realm else "?") + urlencode(params),
+                    auth=credential.basic if credential else None, timeout=self.options.timeout, verify=self._verify(),
+                )
+        except requests.exceptions.SSLError as exc:
+            raise DockyardError("tls", f"{what}: TLS failed talking to token service {challenge.realm}: {_short(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise DockyardError("unreachable", f"{what}: cannot reach token service {challenge.realm}: {_short(exc)}") from None
+        if reply.status_code in (401, 403):
+            who = f"user {credential.username!r}" if credential and credential.username else "anonymous access"
+            raise DockyardError("unauthorized", f"{what}: the token service of {self.netloc} refused {who}; check registry_auth or the docker config")
+        if reply.status_code != 200:
+            raise DockyardError(_reason_for(reply.status_code, []), f"{what}: token service {challenge.realm} answered HTTP {reply.status_code}")
+        try:
+            body = reply.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise DockyardError("unauthorized", f"{what}: token service {challenge.realm} returned no token")
+        self._tokens.put(self._token_key(cache_scope), token, body.get("expires_in"))
+
+    def _error(self, response, what: str) -> DockyardError:
+        codes, messages = [], []
+        try:
+            for item in (response.json() or {}).get("errors") or []:
+                codes.append(str(item.get("code", "UNKNOWN")).upper())
+                if item.get("message"):
+                    messages.append(str(item["message"]))
+        except ValueError:
+            pass
+        reason = _reason_for(response.status_code, codes)
+        detail = "; ".join(messages) or response.reason or ""
+        hint = {
+            "unauthorized": "check registry_auth or the docker config",
+            "denied": "the credentials lack access to this repository",
+            "not_found": "check the repository name and tag",
+            "rate_limited": "wait, authenticate, or use a mirror",
+        }.get(reason, "")
+        message = f"{what}: {self.netloc} answered HTTP {response.status_code}" + (f" ({detail})" if detail else "") + (f"; {hint}" if hint else "")
+        error = DockyardError(reason, message, http_status=response.status_code)
+        if reason == "rate_limited":
+            error.details["retry_after"] = response.headers.get("Retry-After")
+        response.close()
+        return error
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+class Registry:
+    """One registry: its mirrors in order, then the registry itself."""
+
+    def __init__(self, domain: str, session, credentials: CredentialStore, options: RegistryOptions):
+        self.domain = domain
+        self.options = options
+        insecure = domain in options.insecure_registries or _is_loopback(domain)
+        base = DOCKER_HUB_ENDPOINT if domain == "docker.io" else None
+        netloc = "registry-1.docker.io" if domain == "docker.io" else domain
+        upstream = Endpoint(session, base, netloc, credentials.lookup(domain) or Credential(), options, insecure)
+        self.endpoints = [self._mirror(session, url) for url in options.mirrors.get(domain, ())] + [upstream]
+        self.upstream = upstream
+        self.warnings = []
+
+    def _mirror(self, session, url: str) -> Endpoint:
+        parts = urlsplit(url if "://" in url else "https://" + url)
+        insecure = parts.netloc in self.options.insecure_registries or _is_loopback(parts.netloc)
+        return Endpoint(session, f"{parts.scheme}://{parts.netloc}", parts.netloc, None, self.options, insecure)
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return self.upstream.rate_limit
+
+    def _each_endpoint(self, operation: Callable):
+        """Run `operation(endpoint)` on mirrors then upstream; a mirror's failure falls through."""
+        last_error = None
+        for endpoint in self.endpoints:
+            try:
+                return operation(endpoint)
+            except DockyardError as exc:
+                if endpoint is self.upstream or exc.reason in ("digest_mismatch", "invalid_argument"):
+                    raise
+                last_error = exc
+        raise last_error  # pragma: no cover - upstream is always last
+
+    def ping(self) -> None:
+        self.upstream.request("GET", "/v2/", scope="", what=f"pinging {self.domain}")
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    def head_manifest(self, reference: Reference) -> Optional[str]:
+        """The digest a tag points at now, from a HEAD (free on Docker Hub); None if not sent."""
+
+        def head(endpoint: Endpoint):
+            response = endpoint.request(
+                "HEAD", f"/v2/{reference.path}/manifests/{reference.manifest_reference}",
+                scope=_pull_scope(reference), what=f"resolving {reference.familiar}", headers={"Accept": ACCEPT},
+            )
+            response.close()
+            return response.headers.get("Docker-Content-Digest")
+
+        return self._each_endpoint(head)
+
+    def get_manifest(self, reference: Reference, ref: str) -> tuple:
+        """GET a manifest by tag or digest: (bytes, media type, digest), verified."""
+
+        def get(endpoint: Endpoint):
+            response = endpoint.request(
+                "GET", f"/v2/{reference.path}/manifests/{ref}", scope=_pull_scope(reference),
+                what=f"fetching manifest {ref} of {reference.familiar}", headers={"Accept": ACCEPT}, stream=True,
+            )
+            body = _read_capped(response, MAX_MANIFEST_BYTES, reference)
+            media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+            return body, media_type, response.headers.get("Docker-Content-Digest")
+
+        body, media_type, header_digest = self._each_endpoint(get)
+        digest = sha256_digest(body)
+        if ref.startswith("sha256:") and digest != ref:
+            raise DockyardError("digest_mismatch", f"manifest {ref} of {reference.familiar} hashes to {digest}; the registry served other bytes")
+        if header_digest and header_digest != digest:
+            self.warnings.append(f"{self.domain} labelled manifest {ref} of {reference.familiar} {header_digest}, but its bytes hash to {digest}")
+        return body, _manifest_media_type(body, media_type, reference), digest
+
+    def resolve(self, reference: Reference, platform: Platform, known_digest: Optional[str], local_manifest: Callable) -> ResolvedImage:
+        """Resolve a reference to the manifest for `platform`.
+
+        `known_digest` is the top-level digest already found by a HEAD (or the pin); manifests
+        that `local_manifest(digest)` returns are not fetched again.
+        """
+        top_digest = reference.digest or known_digest
+        top = local_manifest(top_digest) if top_digest else None
+        if top is None:
+            body, media_type, digest = self.get_manifest(reference, top_digest or reference.manifest_reference)
+        else:
+            body, media_type, digest = top[0], top[1], top_digest
+        manifest_bytes, manifest_type, manifest_digest = body, media_type, digest
+        choice_platform, fallback = None, False
+        if media_type in INDEX_TYPES:
+            choice = choose_manifest(_json(body, reference).get("manifests") or [], platform, MANIFEST_TYPES)
+            choice_platform, fallback = choice.platform, choice.fallback
+            manifest_digest = choice.descriptor["digest"]
+            local = local_manifest(manifest_digest)
+            if local is None:
+                manifest_bytes, manifest_type, _ = self.get_manifest(reference, manifest_digest)
+            else:
+                manifest_bytes, manifest_type = local
+        if manifest_type not in MANIFEST_TYPES:
+            raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest type {manifest_type} is not supported")
+        manifest = _json(manifest_bytes, reference)
+        try:
+            config = Descriptor.from_json(manifest["config"])
+            layers = tuple(Descriptor.from_json(layer) for layer in manifest.get("layers") or [])
+        except (KeyError, TypeError):
+            raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest {manifest_digest} has no config") from None
+        return ResolvedImage(reference, digest, media_type, body, manifest_digest, manifest_type, manifest_bytes, config, layers, choice_platform, fallback)
+
+    # -- blobs -----------------------------------------------------------------------------------
+
+    def fetch_blob(self, reference: Reference, descriptor: Descriptor, sink: BlobSink, on_bytes: Callable = None) -> None:
+        """Stream a blob into `sink`, resuming with Range after an interruption, then verify it."""
+        self._each_endpoint(lambda endpoint: self._fetch_blob_from(endpoint, reference, descriptor, sink, on_bytes))
+
+    def _fetch_blob_from(self, endpoint: Endpoint, reference: Reference, descriptor: Descriptor, sink: BlobSink, on_bytes) -> None:
+        what = f"fetching blob {descriptor.digest} of {reference.familiar}"
+        interruptions = 0
+        while sink.offset < descriptor.size:
+            offset = sink.offset
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            response = endpoint.request(
+                "GET", f"/v2/{reference.path}/blobs/{descriptor.digest}", scope=_pull_scope(reference), what=what,
+                headers=headers, stream=True, ok=(200, 206, 416),
+            )
+            with response:
+                if response.status_code == 206 and not _range_matches(response.headers.get("Content-Range"), offset, descriptor.size):
+                    sink.restart()
+                    continue
+                if response.status_code == 416 or (offset and response.status_code == 200):
+                    sink.restart()
+                    if response.status_code == 416:
+                        continue
+                try:
+                    for chunk in response.raw.stream(CHUNK, decode_content=False):
+                        sink.write(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+                        if sink.offset > descriptor.size:
+                            break
+                except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                    interruptions += 1
+                    if interruptions > endpoint.options.retries:
+                        raise DockyardError("unreachable", f"{what}: the download broke off {interruptions} times: {_short(exc)}") from None
+                    endpoint._sleep_backoff(interruptions)
+                    continue
+            if sink.offset < descriptor.size:
+                interruptions += 1
+                if interruptions > endpoint.options.retries:
+                    raise DockyardError("unreachable", f"{what}: the registry sent {sink.offset} of {descriptor.size} bytes")
+        actual = sink.digest() if sink.offset == descriptor.size else None
+        if actual != descriptor.digest:
+            sink.restart()
+            got = f"{actual}" if actual else f"{sink.offset} bytes instead of {descriptor.size}"
+            raise DockyardError("digest_mismatch", f"{what}: the bytes received hash to {got}, not {descriptor.digest}; nothing was stored")
+
+    def fetch_blob_bytes(self, reference: Reference, descriptor: Descriptor, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+        """A small blob (a config) into memory, verified like any other."""
+        if descriptor.size > limit:
+            raise DockyardError("unsupported_media_type", f"{reference.familiar}: blob {descriptor.digest} is too large to read into memory")
+        sink = MemorySink(descriptor.digest)
+        self.fetch_blob(reference, descriptor, sink)
+        return bytes(sink.data)
+
+    # -- tags and catalog -------------------------------------------------------------------------
+
+    def list_tags(self, reference: Reference, page_size: int = 1000) -> list:
+        return self._paginate(f"/v2/{reference.path}/tags/list", "tags", _pull_scope(reference), f"listing tags of {reference.familiar}", page_size)
+
+    def catalog(self, page_size: int = 1000) -> list:
+        return self._paginate("/v2/_catalog", "repositories", "registry:catalog:*", f"listing repositories of {self.domain}", page_size)
+
+    def _paginate(self, path: str, key: str, scope: str, what: str, page_size: int) -> list:
+        items, url, params = [], path, {"n": min(page_size, 1000)}
+        endpoint = self.upstream
+        while url:
+            response = endpoint.request("GET", url, scope=scope, what=what, params=params)
+            try:
+                items.extend((response.json() or {}).get(key) or [])
+            except ValueError:
+                raise DockyardError("unsupported_media_type", f"{what}: the registry returned something that is not JSON") from None
+            following = response.links.get("next", {}).get("url")
+            url = urljoin(response.url, following) if following else None
+            params = None
+        return items
+
+
+def _pull_scope(reference: Reference) -> str:
+    return f"repository:{reference.path}:pull"
+
+
+def _range_matches(content_range: Optional[str], offset: int, total: int) -> bool:
+    try:
+        unit, _, rest = (content_range or "").partition(" ")
+        span, _, size = rest.partition("/")
+        start = int(span.split("-")[0])
+        return unit == "bytes" and start == offset and int(size) == total
+    except ValueError:
+        return False
+
+
+def _read_capped(response, limit: int, reference: Reference) -> bytes:
+    with response:
+        data = bytearray()
+        for chunk in response.iter_content(CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest larger than {limit} bytes; refused")
+        return bytes(data)
+
+
+def _json(body: bytes, reference: Reference) -> dict:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise DockyardError("unsupported_media_type", f"{reference.familiar}: the registry returned a manifest that is not a JSON object")
+    return data
+
+
+def _manifest_media_type(body: bytes, header_type: str, reference: Reference) -> str:
+    """The manifest's type from Content-Type, checked against the body's own mediaType."""
+    data = _json(body, reference)
+    body_type = data.get("mediaType") or ""
+    if header_type in SCHEMA1_TYPES or body_type in SCHEMA1_TYPES or data.get("schemaVersion") == 1:
+        raise DockyardError("unsupported_media_type", f"{reference.familiar}: Docker schema1 manifests are not supported; push the image again with a current client")
+    if body_type and header_type and header_type in INDEX_TYPES + MANIFEST_TYPES and body_type != header_type:
+        raise DockyardError("unsupported_media_type", f"{reference.familiar}: the registry labelled a {body_type} manifest as {header_type}")
+    media_type = body_type or header_type
+    if not media_type:
+        media_type = OCI_INDEX if "manifests" in data else OCI_MANIFEST
+    return media_type
+
+
+class RegistryClient:
+    """All registries a task talks to, sharing one connection pool, credentials and options."""
+
+    def __init__(self, credentials: CredentialStore, options: RegistryOptions, pool_size: int = 10):
+        self.credentials = credentials
+        self.options = options
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(pool_size, 4), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self._registries = {}
+        self._lock = threading.Lock()
+
+    def for_reference(self, reference: Reference) -> Registry:
+        return self.registry(reference.domain)
+
+    def registry(self, domain: str) -> Registry:
+        domain = registry_host(domain)
+        with self._lock:
+            if domain not in self._registries:
+                self._registries[domain] = Registry(domain, self.session, self.credentials, self.options)
+            return self._registries[domain]
+
+    @property
+    def warnings(self) -> list:
+        return [w for r in self._registries.values() for w in r.warnings]
+
+    def rate_limit(self) -> Optional[dict]:
+        """The most recent rate-limit figures any registry sent, or None if none did."""
+        for registry in self._registries.values():
+            if registry.rate_limit.remaining is not None or registry.rate_limit.limit is not None:
+                return registry.rate_limit.to_dict()
+        return None

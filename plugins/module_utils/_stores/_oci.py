@@ -1,0 +1,346 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The embedded store: an OCI image layout directory that skopeo, podman, umoci and containerd read.
+
+Blobs are kept byte-for-byte as the registry served them; a blob is committed only after its size
+and digest were verified, so a blob file that exists with the right size is trusted without
+re-hashing. Every write is temp file, fsync, rename. Two lock files serialise writers:
+`gc.lock` is shared by pulls and exclusive for removals, `index.lock` guards index.json.
+Partial downloads live in `.dockyard/partial/` and are resumed.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from typing import Optional
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+REGISTRY_DIGEST = "io.dockyard.image.digest"
+REGISTRY_MANIFEST_DIGEST = "io.dockyard.image.manifest-digest"
+LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+_DOCKER_TO_OCI = {
+    "application/vnd.docker.container.image.v1+json": OCI_CONFIG,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+}
+_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+
+def _split_digest(digest: str) -> tuple:
+    algorithm, _, encoded = digest.partition(":")
+    if algorithm not in _HASHES or not encoded or not all(c in "0123456789abcdef" for c in encoded):
+        raise DockyardError("store_corrupt", f"{digest!r} is not a digest this store can hold")
+    return algorithm, encoded
+
+
+@contextlib.contextmanager
+def _os_errors(what: str):
+    """Turn OS errors into DockyardErrors a user can act on."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DockyardError("disk_full", f"{what}: no space left on the device; free space or choose another store_path") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise DockyardError("invalid_argument", f"{what}: {exc.strerror} ({exc.filename}); run as a user who may write there or set store_path") from None
+        raise DockyardError("store_corrupt", f"{what}: {exc}") from None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PartialBlob:
+    """A blob being downloaded, resumable across runs; it holds an exclusive lock on its file."""
+
+    def __init__(self, path: str, digest: str):
+        algorithm, _ = _split_digest(digest)
+        self.path = path
+        self._new_hash = _HASHES[algorithm]
+        self._file = open(path, "ab+")  # noqa: SIM115 - closed by close()
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._hash = self._new_hash()
+        self._file.seek(0)
+        for chunk in iter(lambda: self._file.read(1024 * 1024), b""):
+            self._hash.update(chunk)
+        self.offset = self._file.tell()
+
+    def write(self, chunk: bytes) -> None:
+        with _os_errors(f"writing {self.path}"):
+            self._file.write(chunk)
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def restart(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = self._new_hash()
+        self.offset = 0
+
+    def digest(self) -> str:
+        return f"{self._hash.name}:{self._hash.hexdigest()}"
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class OciStore:
+    """An OCI image layout at `root`."""
+
+    name = "oci"
+
+    def __init__(self, root: str, lock_timeout: float = 60.0):
+        self.root = os.path.abspath(root)
+        self.lock_timeout = lock_timeout
+        self._private = os.path.join(self.root, ".dockyard")
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return os.path.isfile(os.path.join(self.root, "index.json"))
+
+    def ensure_layout(self) -> None:
+        with _os_errors(f"creating the OCI layout at {self.root}"):
+            for folder in (os.path.join(self.root, "blobs", "sha256"), os.path.join(self._private, "partial")):
+                os.makedirs(folder, exist_ok=True)
+            if not os.path.exists(os.path.join(self.root, "oci-layout")):
+                self._write_file(os.path.join(self.root, "oci-layout"), json.dumps(LAYOUT_VERSION).encode())
+            if not os.path.exists(os.path.join(self.root, "index.json")):
+                self._write_file(os.path.join(self.root, "index.json"), _index_bytes([]))
+
+    def blob_path(self, digest: str) -> str:
+        algorithm, encoded = _split_digest(digest)
+        return os.path.join(self.root, "blobs", algorithm, encoded)
+
+    def has_blob(self, digest: str, size: Optional[int] = None) -> bool:
+        """Present means committed with the right size; committed blobs were verified once."""
+        try:
+            found = os.stat(self.blob_path(digest)).st_size
+        except OSError:
+            return False
+        return size is None or found == size
+
+    def read_blob(self, digest: str) -> Optional[bytes]:
+        try:
+            with open(self.blob_path(digest), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def local_manifest(self, digest: str) -> Optional[tuple]:
+        """(bytes, media type) of a manifest or index held as a blob, else None."""
+        body = self.read_blob(digest)
+        if body is None:
+            return None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        media_type = data.get("mediaType") or (OCI_INDEX if "manifests" in data else OCI_MANIFEST)
+        return body, media_type
+
+    def put_blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has_blob(digest, len(data)):
+            self._write_file(self.blob_path(digest), data)
+        return digest
+
+    def open_partial(self, digest: str) -> PartialBlob:
+        _, encoded = _split_digest(digest)
+        with _os_errors(f"opening a partial download in {self._private}"):
+            return PartialBlob(os.path.join(self._private, "partial", f"{digest.split(':')[0]}-{encoded}"), digest)
+
+    def commit_partial(self, partial: PartialBlob, digest: str) -> None:
+        """Move a verified partial download into blobs/."""
+        with _os_errors(f"storing blob {digest} in {self.root}"):
+            partial._file.flush()
+            os.fsync(partial._file.fileno())
+            os.replace(partial.path, self.blob_path(digest))
+        partial.close()
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        folder = os.path.dirname(path)
+        with _os_errors(f"writing {path}"):
+            fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(temp, 0o644)
+                os.replace(temp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+            _fsync_dir(folder)
+
+    # -- locks -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, mode: int):
+        self.ensure_layout()
+        path = os.path.join(self._private, name)
+        with _os_errors(f"locking {path}"):
+            handle = open(path, "a")  # noqa: SIM115 - closed below
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise DockyardError(
+                            "store_locked", f"the store {self.root} stayed locked by another task for {self.lock_timeout:.0f} s; try again later"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            handle.close()
+
+    def pull_lock(self):
+        """Held (shared) while a pull adds blobs, so a removal cannot collect them meanwhile."""
+        return self._lock("gc.lock", fcntl.LOCK_SH)
+
+    def gc_lock(self):
+        return self._lock("gc.lock", fcntl.LOCK_EX)
+
+    # -- index.json --------------------------------------------------------------------------------
+
+    def entries(self) -> list:
+        path = os.path.join(self.root, "index.json")
+        try:
+            with open(path, "rb") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise DockyardError("store_corrupt", f"{path} cannot be read: {exc}; restore it or remove the store") from None
+        manifests = data.get("manifests") if isinstance(data, dict) else None
+        if not isinstance(manifests, list):
+            raise DockyardError("store_corrupt", f"{path} is not an OCI image index")
+        return manifests
+
+    def find_entry(self, reference: Reference, platform: Optional[Platform]) -> Optional[dict]:
+        """The index.json descriptor tagged `reference` for `platform` (any platform if None)."""
+        for entry in self.entries():
+            if (entry.get("annotations") or {}).get(REF_NAME) != reference.canonical:
+                continue
+            if platform is None or _same_platform(entry.get("platform"), platform):
+                return entry
+        return None
+
+    def record(self, reference: Reference, descriptor: dict) -> bool:
+        """Point `reference` (for the descriptor's platform) at `descriptor`; True if it changed."""
+        with self._lock("index.lock", fcntl.LOCK_EX):
+            entries = self.entries()
+            kept = [e for e in entries if not _same_tag(e, reference, descriptor.get("platform"))]
+            if len(kept) == len(entries) - 1 and descriptor in entries:
+                return False
+            kept.append(descriptor)
+            self._write_file(os.path.join(self.root, "index.json"), _index_bytes(kept))
+            return True
+
+    # -- images ----------------------------------------------------------------------------------
+
+    def image_for(self, entry: dict) -> ImageRecord:
+        """An ImageRecord from an index.json descriptor, read from the store's own blobs."""
+        annotations = entry.get("annotations") or {}
+        manifest = self._json_blob(entry["digest"])
+        config = manifest.get("config") or {}
+        config_data = self._json_blob(config.get("digest", ""), required=False) or {}
+        try:
+            reference = parse_reference(annotations.get(REF_NAME, ""))
+        except DockyardError:
+            reference = None  # a tag written by another tool, such as skopeo's bare `latest`
+        return ImageRecord(
+            reference=reference,
+            id=config.get("digest", ""),
+            digest=annotations.get(REGISTRY_DIGEST) or entry["digest"],
+            manifest_digest=annotations.get(REGISTRY_MANIFEST_DIGEST) or entry["digest"],
+            platform=Platform.from_descriptor(entry.get("platform") or config_data),
+            created=config_data.get("created"),
+            layers=[LayerRecord(layer["digest"], int(layer["size"]), layer.get("mediaType", "")) for layer in manifest.get("layers") or []],
+            config_size=int(config.get("size") or 0),
+        )
+
+    def images(self) -> list:
+        return [self.image_for(entry) for entry in self.entries() if entry.get("mediaType") == OCI_MANIFEST]
+
+    def is_complete(self, entry: dict) -> bool:
+        """True when the manifest and every blob it names are present with the right sizes."""
+        manifest = self._json_blob(entry["digest"], required=False)
+        if not manifest:
+            return False
+        blobs = [manifest.get("config") or {}] + list(manifest.get("layers") or [])
+        return all(self.has_blob(b.get("digest", ""), b.get("size")) for b in blobs)
+
+    def _json_blob(self, digest: str, required: bool = True) -> Optional[dict]:
+        try:
+            body = self.read_blob(digest) if digest else None
+        except DockyardError:
+            body = None
+        if body is None:
+            if required:
+                raise DockyardError("store_corrupt", f"blob {digest} named in {self.root}/index.json is missing; pull the image again")
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise DockyardError("store_corrupt", f"blob {digest} in {self.root} is not JSON") from None
+
+
+def oci_manifest(manifest_bytes: bytes, media_type: str) -> bytes:
+    """The OCI form of a registry manifest: the same bytes if it already is OCI, else converted."""
+    if media_type == OCI_MANIFEST:
+        return manifest_bytes
+    data = json.loads(manifest_bytes)
+    converted = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": _oci_descriptor(data["config"])}
+    converted["layers"] = [_oci_descriptor(layer) for layer in data.get("layers") or []]
+    return json.dumps(converted, separators=(",", ":")).encode()
+
+
+def _oci_descriptor(descriptor: dict) -> dict:
+    result = dict(descriptor)
+    result["mediaType"] = _DOCKER_TO_OCI.get(descriptor.get("mediaType"), descriptor.get("mediaType"))
+    return result
+
+
+def _index_bytes(manifests: list) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, indent=2).encode() + b"\n"
+
+
+def _same_platform(data: Optional[dict], platform: Platform) -> bool:
+    found = Platform.from_descriptor(data)
+    return found is not None and (found.os, found.architecture, found.variant) == (platform.os, platform.architecture, platform.variant)
+
+
+def _same_tag(entry: dict, reference: Reference, platform_data: Optional[dict]) -> bool:
+    if (entry.get("annotations") or {}).get(REF_NAME) != reference.canonical:
+        return False
+    wanted = Platform.from_descriptor(platform_data)
+    return wanted is None or _same_platform(entry.get("platform"), wanted)

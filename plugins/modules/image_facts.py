@@ -1,0 +1,282 @@
+#!/usr/bin/python
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_facts
+short_description: Tell which images a host holds, layer by layer, and how much they share
+version_added: 0.1.0
+description:
+  - Lists the images in the host's store (all, or those in O(name)) with their layers and sizes, and a
+    sharing summary like C(docker system df -v): total, unique and shared bytes, and which layers
+    are shared by which images.
+  - Sets C(ansible_facts.dockyard_images) so that plays can aggregate across hosts.
+  - With O(remote=true), inspects the references in their registry instead, without pulling anything.
+author:
+  - dockyard.images contributors
+extends_documentation_fragment:
+  - dockyard.images.store
+  - dockyard.images.registry
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The module only reads, so it runs the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+  facts:
+    support: full
+  action_group:
+    support: full
+    membership:
+      - dockyard.images.images
+options:
+  name:
+    description:
+      - References (or image ids) to report. All images in the store when omitted.
+      - Required with O(remote=true).
+    type: list
+    elements: str
+  remote:
+    description:
+      - Inspect O(name) in the registry (digest, platforms available, config, layers and sizes, created)
+        instead of the local store. Only manifests and configs are read; no layer is downloaded.
+    type: bool
+    default: false
+  platform:
+    description:
+      - With O(remote=true), the platform whose manifest to inspect, as C(os/arch[/variant]); defaults to the host's.
+    type: str
+seealso:
+  - module: dockyard.images.image_pull
+"""
+
+EXAMPLES = r"""
+---
+- name: What does this host hold?
+  dockyard.images.image_facts:
+
+- name: Show the images and how much they share
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.dockyard_images.summary }}"
+
+- name: Is there a newer redis:7 than the one we hold?
+  dockyard.images.image_facts:
+    name: redis:7
+    remote: true
+  register: upstream
+"""
+
+RETURN = r"""
+images:
+  description: The images, one entry per tag (and platform).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    reference:
+      description: Familiar form of the reference, such as C(redis:7).
+      type: str
+    canonical:
+      description: Fully qualified reference.
+      type: str
+    repository:
+      description: Repository in familiar form.
+      type: str
+    tag:
+      description: The tag.
+      type: str
+    id:
+      description: Image id, the digest of its config.
+      type: str
+    digest:
+      description: The registry's digest of the image (index digest for multi-platform images).
+      type: str
+    manifest_digest:
+      description: The registry's digest of the platform manifest.
+      type: str
+    repo_digests:
+      description: C(repository@digest) forms.
+      type: list
+      elements: str
+    platform:
+      description: C(os/arch[/variant]).
+      type: str
+    platforms:
+      description: With O(remote=true), every platform the registry offers for the reference.
+      type: list
+      elements: str
+      returned: when O(remote=true)
+    created:
+      description: Creation time from the image config.
+      type: str
+    size:
+      description: Bytes of the config and the compressed layers.
+      type: int
+    shared_size:
+      description: Bytes of this image's layers that other images in the store also use.
+      type: int
+      returned: when O(remote=false)
+    unique_size:
+      description: Bytes only this image uses.
+      type: int
+      returned: when O(remote=false)
+    layers:
+      description: Layers in order, each with C(digest), C(size) and C(media_type).
+      type: list
+      elements: dict
+    containers:
+      description: Containers using the image (always empty in the OCI store).
+      type: list
+      elements: dict
+missing:
+  description: Names asked for that the store does not hold.
+  returned: always
+  type: list
+  elements: str
+summary:
+  description:
+    - Sharing over the images reported, as C(docker system df -v) counts it.
+    - C(total_size) sums the images' sizes, C(unique_size) counts every blob once, C(saved_size) is the
+      difference, C(shared_size) the bytes of layers used by more than one image.
+  returned: when O(remote=false)
+  type: dict
+  sample:
+    images: 2
+    tags: 2
+    layers: 3
+    total_size: 6291456
+    unique_size: 4194304
+    shared_size: 2097152
+    saved_size: 2097152
+    shared_layers: [{digest: "sha256:...", size: 2097152, images: [app:1, worker:1]}]
+store:
+  description: The store read.
+  returned: when O(remote=false)
+  type: dict
+ansible_facts:
+  description: Facts for later plays.
+  returned: when O(remote=false)
+  type: dict
+  contains:
+    dockyard_images:
+      description: The store, C(images) and C(summary) as above.
+      type: dict
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    merged_spec,
+    registry_argument_spec,
+    registry_client,
+    store_argument_spec,
+    store_from_params,
+)
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform, parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._registry import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+
+
+def local_facts(params: dict) -> dict:
+    store = store_from_params(params)
+    records = store.images()
+    missing = []
+    if params["name"]:
+        selected = []
+        for text in params["name"]:
+            matches = _matching(records, text)
+            if not matches:
+                missing.append(text)
+            selected.extend(record for record in matches if record not in selected)
+        records = selected
+    sharing = sharing_by_image(records)
+    images = []
+    for record in records:
+        image = record.to_dict()
+        image["shared_size"] = sharing[record.id].shared_size
+        image["unique_size"] = sharing[record.id].unique_size
+        images.append(image)
+    facts = {"store": {"type": store.name, "path": store.root}, "images": images, "summary": sharing_summary(records)}
+    return dict(facts, missing=missing, changed=False, ansible_facts={"dockyard_images": facts})
+
+
+def _matching(records: list, text: str) -> list:
+    bare = text[len("sha256:") :] if text.startswith("sha256:") else text
+    if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
+        return [r for r in records if r.id.split(":", 1)[-1].startswith(bare)]
+    canonical = parse_reference(text).canonical
+    return [r for r in records if r.reference is not None and r.reference.canonical == canonical]
+
+
+def remote_facts(params: dict) -> dict:
+    if not params["name"]:
+        raise DockyardError("invalid_argument", "remote: true needs name, the references to inspect")
+    platform = parse_platform(params["platform"]) if params["platform"] else host_platform()
+    client = registry_client(params)
+    images = []
+    for text in params["name"]:
+        reference = parse_reference(text)
+        try:
+            images.append(_inspect(client.for_reference(reference), reference, platform))
+        except DockyardError as exc:
+            raise exc.with_context(reference.familiar) from None
+    return {"changed": False, "images": images, "missing": [], "rate_limit": client.rate_limit()}
+
+
+def _inspect(registry, reference, platform) -> dict:
+    digest = None if reference.pinned else registry.head_manifest(reference)
+    resolved = registry.resolve(reference, platform, digest, lambda _digest: None)
+    config = json.loads(registry.fetch_blob_bytes(reference, resolved.config))
+    index = json.loads(resolved.index_bytes) if resolved.index_bytes is not None else None
+    found = resolved.platform or Platform.from_descriptor(config)
+    return {
+        "reference": reference.familiar,
+        "canonical": reference.canonical,
+        "repository": reference.familiar_name,
+        "tag": reference.tag,
+        "id": resolved.config.digest,
+        "digest": resolved.digest,
+        "manifest_digest": resolved.manifest_digest,
+        "repo_digests": [f"{reference.familiar_name}@{resolved.digest}"],
+        "platform": str(found) if found else None,
+        "platforms": available_platforms(index.get("manifests") or []) if index else ([str(found)] if found else []),
+        "created": config.get("created"),
+        "size": resolved.config.size + sum(layer.size for layer in resolved.layers),
+        "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type} for layer in resolved.layers],
+        "containers": [],
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=merged_spec(
+            {
+                "name": {"type": "list", "elements": "str"},
+                "remote": {"type": "bool", "default": False},
+                "platform": {"type": "str"},
+            },
+            store_argument_spec,
+            registry_argument_spec,
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR, reason="invalid_argument")
+    try:
+        module.exit_json(**(remote_facts(module.params) if module.params["remote"] else local_facts(module.params)))
+    except DockyardError as exc:
+        module.fail_json(**exc.to_result())
+
+
+if __name__ == "__main__":
+    main()
