@@ -96,9 +96,7 @@ class PullResult:
             "changed": self.changed,
         }
         if self.error is not None:
-            result["failed"] = True
-            result["msg"] = self.error.message
-            result["reason"] = self.error.reason
+            result.update(self.error.to_result(), failed=True)
         return result
 
 

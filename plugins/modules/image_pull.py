@@ -217,7 +217,7 @@ def run(module: AnsibleModule) -> dict:
     }
     failed = [(text, result.error) for text, result in zip(params["name"], results) if result.error is not None]
     if failed:
-        outcome["reason"] = failed[0][1].reason
+        outcome.update(failed[0][1].to_result())
         outcome["msg"] = "; ".join(error.message for _, error in failed)
         module.fail_json(**outcome)
     return outcome

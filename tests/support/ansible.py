@@ -72,6 +72,7 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     if not recorded:
         raise AssertionError(f"ansible recorded no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     result = recorded[0]["result"]
+    result["failed"] = recorded[0]["status"] == "failed"
     result["_stdout"] = done.stdout
     return result
 

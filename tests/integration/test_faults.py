@@ -1,0 +1,94 @@
+"""Bad input and registry faults: each fails with a reason, and nothing half-written is left."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from support.ansible import run_module
+from support.proxy import Fault
+from support.registry import free_port
+
+
+def pull(store, names, **options):
+    args = {"name": names if isinstance(names, list) else [names], "store_path": store}
+    args.update(options)
+    return run_module("image_pull", args)
+
+
+def stored_blobs(store):
+    folder = os.path.join(store, "blobs", "sha256")
+    return set(os.listdir(folder)) if os.path.isdir(folder) else set()
+
+
+def test_an_invalid_reference_is_refused_before_anything_happens(store):
+    result = pull(store, "Team/App:1")
+    assert result["failed"] and result["reason"] == "invalid_reference"
+    assert "'Team/App:1'" in result["msg"] and "lowercase" in result["msg"]
+    assert not os.path.exists(store)
+
+
+def test_an_unknown_repository_or_tag_is_not_found(registry, corpus, store):
+    for name in (f"{registry.host}/team/nope:1", f"{registry.host}/team/app:nope"):
+        result = pull(store, name)
+        assert result["failed"] and result["reason"] == "not_found", result
+        assert name.split("/", 1)[1] in result["msg"]
+
+
+def test_a_registry_that_is_down_is_unreachable_after_the_retries(store):
+    result = pull(store, f"127.0.0.1:{free_port()}/team/app:1", retries=1)
+    assert result["failed"] and result["reason"] == "unreachable"
+    assert "after 2 attempts" in result["msg"]
+
+
+def test_corrupt_bytes_are_refused_and_nothing_is_stored(registry, corpus, proxy, store):
+    layer = corpus.app.layers[1].digest
+    proxy.add(Fault(path=f"/blobs/{layer}", kind="corrupt", times=100))
+    result = pull(store, f"{proxy.host}/team/app:1")
+    assert result["failed"] and result["reason"] == "digest_mismatch"
+    assert layer in result["msg"]
+    assert layer.split(":")[1] not in stored_blobs(store)
+    with open(os.path.join(store, "index.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["manifests"] == []
+    partial = os.path.join(store, ".dockyard", "partial")
+    assert all(os.path.getsize(os.path.join(partial, name)) == 0 for name in os.listdir(partial))
+
+
+def test_a_429_with_retry_after_is_waited_out(registry, corpus, proxy, store):
+    proxy.add(Fault(path="/manifests/", kind="status", status=429, headers={"Retry-After": "1"}, times=2, method="HEAD"))
+    proxy.add(Fault(path="/manifests/", kind="status", status=429, headers={"Retry-After": "1"}, times=1))
+    result = pull(store, f"{proxy.host}/team/app:1")
+    assert result["changed"] is True, result
+    assert [status for _, path, _, status in proxy.requests_for("/manifests/")][:3] == [429, 429, 200]
+
+
+def test_a_429_asking_for_too_long_a_wait_fails_as_rate_limited(registry, corpus, proxy, store):
+    proxy.add(Fault(path="/manifests/", kind="status", status=429, headers={"Retry-After": "3600"}, times=10, method="HEAD"))
+    result = pull(store, f"{proxy.host}/team/app:1")
+    assert result["failed"] and result["reason"] == "rate_limited"
+    assert result["retry_after"] == "3600"
+
+
+def test_an_interrupted_download_resumes_with_range(registry, big_image, proxy, store):
+    layer = big_image.layers[0]
+    proxy.add(Fault(path=f"/blobs/{layer.digest}", kind="reset", after_bytes=20 * 1024 * 1024))
+    result = pull(store, f"{proxy.host}/team/big:1")
+    assert result["changed"] is True, result
+    gets = proxy.requests_for(f"/blobs/{layer.digest}")
+    assert [entry[2] for entry in gets] == [None, f"bytes={20 * 1024 * 1024}-"]
+    assert os.path.getsize(os.path.join(store, "blobs", "sha256", layer.digest.split(":")[1])) == layer.size
+
+
+def test_a_download_interrupted_in_one_run_resumes_in_the_next(registry, big_image, proxy, store):
+    layer = big_image.layers[0]
+    proxy.add(Fault(path=f"/blobs/{layer.digest}", kind="reset", after_bytes=24 * 1024 * 1024, times=1))
+    proxy.add(Fault(path=f"/blobs/{layer.digest}", kind="status", status=503, times=10))
+    failed = pull(store, f"{proxy.host}/team/big:1", retries=1)
+    assert failed["failed"] and failed["reason"] == "unreachable"
+    partial = os.path.join(store, ".dockyard", "partial", "sha256-" + layer.digest.split(":")[1])
+    assert os.path.getsize(partial) == 24 * 1024 * 1024
+    proxy.faults.clear()
+    resumed = pull(store, f"{proxy.host}/team/big:1")
+    assert resumed["changed"] is True
+    assert proxy.requests_for(f"/blobs/{layer.digest}")[-1][2:] == (f"bytes={24 * 1024 * 1024}-", 206)
+    assert not os.path.exists(partial)
