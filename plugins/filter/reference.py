@@ -19,7 +19,7 @@ options:
     type: str
     required: true
 author:
-  - dockyard.images contributors
+  - Dockyard Images Maintainers (@dockyard)
 """
 
 EXAMPLES = r"""

@@ -66,9 +66,7 @@ class CredentialStore:
     def __init__(self, registry_auth: Optional[list] = None, docker_config: Optional[str] = None):
         self._task = {}
         for entry in registry_auth or ():
-            self._task[registry_host(entry["registry"])] = Credential(
-                username=entry.get("username") or "", password=entry.get("password") or ""
-            )
+            self._task[registry_host(entry["registry"])] = Credential(username=entry.get("username") or "", password=entry.get("password") or "")
         self._config_path = docker_config or _default_config_path()
         self._config = None
         self._lock = threading.Lock()
@@ -95,9 +93,7 @@ def _read_config(path: str) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise DockyardError(
-            "invalid_argument", f"cannot read docker config {path}: {exc}; fix the file or set docker_config"
-        ) from None
+        raise DockyardError("invalid_argument", f"cannot read docker config {path}: {exc}; fix the file or set docker_config") from None
     return data if isinstance(data, dict) else {}
 
 

@@ -100,7 +100,7 @@ def parse_platform(text: str) -> Platform:
             f"invalid platform {text!r}: write os/architecture[/variant], such as linux/arm64 or linux/arm/v7",
         )
     if len(parts) == 1:
-        parts = ["linux"] + parts
+        parts = ["linux", *parts]
     return normalize(Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else ""))
 
 
@@ -119,7 +119,7 @@ def _cpuinfo_arm_variant() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
-                key, _, value = line.partition(":")
+                key, _sep, value = line.partition(":")
                 if key.strip().lower() == "cpu architecture":
                     return value.strip()
     except OSError:
@@ -200,8 +200,7 @@ def choose_manifest(manifests: list, wanted: Platform, supported_media_types) ->
         available = available_platforms(manifests)
         raise DockyardError(
             "platform_not_found",
-            f"no manifest for platform {wanted} (available: {', '.join(available) or 'none'}); "
-            "set platform to one of those",
+            f"no manifest for platform {wanted} (available: {', '.join(available) or 'none'}); set platform to one of those",
             platforms_available=available,
         )
     rank, descriptor, entry_platform = best
@@ -212,9 +211,9 @@ def _rank(entry: Optional[Platform], ranking: list, wanted: Platform) -> Optiona
     if entry is None:
         return len(ranking)  # an entry without platform matches anything, after every real match
     for position, candidate in enumerate(ranking):
-        if (entry.os, entry.architecture, entry.variant) == (candidate.os, candidate.architecture, candidate.variant):
-            if set(entry.os_features) <= set(wanted.os_features):
-                return position
+        same = (entry.os, entry.architecture, entry.variant) == (candidate.os, candidate.architecture, candidate.variant)
+        if same and set(entry.os_features) <= set(wanted.os_features):
+            return position
     return None
 
 

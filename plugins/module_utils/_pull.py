@@ -212,7 +212,7 @@ class OciPuller:
     def _assign_statuses(self, plan: _Plan, claimed: set) -> None:
         """A blob is pulled by the first image in the list that lacks it; later ones reuse it."""
         resolved = plan.resolved
-        for descriptor in (resolved.config,) + resolved.layers:
+        for descriptor in (resolved.config, *resolved.layers):
             missing = not self.store.has_blob(descriptor.digest, descriptor.size)
             owner = missing and descriptor.digest not in claimed
             if owner:

@@ -234,8 +234,14 @@ class Endpoint:
                 headers["Authorization"] = auth_header
             try:
                 response = self.session.request(
-                    method, url, headers=headers, params=params, stream=stream, timeout=(min(self.options.timeout, 10), self.options.timeout),
-                    allow_redirects=True, verify=self._verify(),
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
+                    stream=stream,
+                    timeout=(min(self.options.timeout, 10), self.options.timeout),
+                    allow_redirects=True,
+                    verify=self._verify(),
                 )
             except requests.exceptions.SSLError as exc:
                 raise DockyardError("tls", f"{what}: TLS failed talking to {self.netloc}: {_short(exc)}; set ca_path, or validate_certs: false") from None
@@ -338,7 +344,9 @@ class Endpoint:
                     params.append(("account", credential.username))
                 reply = self.session.get(
                     challenge.realm + ("&" if "?" in challenge.realm else "?") + urlencode(params),
-                    auth=credential.basic if credential else None, timeout=self.options.timeout, verify=self._verify(),
+                    auth=credential.basic if credential else None,
+                    timeout=self.options.timeout,
+                    verify=self._verify(),
                 )
         except requests.exceptions.SSLError as exc:
             raise DockyardError("tls", f"{what}: TLS failed talking to token service {challenge.realm}: {_short(exc)}") from None
@@ -446,8 +454,11 @@ class Registry:
 
         def head(endpoint: Endpoint):
             response = endpoint.request(
-                "HEAD", f"/v2/{reference.path}/manifests/{reference.manifest_reference}",
-                scope=_pull_scope(reference), what=f"resolving {reference.familiar}", headers={"Accept": ACCEPT},
+                "HEAD",
+                f"/v2/{reference.path}/manifests/{reference.manifest_reference}",
+                scope=_pull_scope(reference),
+                what=f"resolving {reference.familiar}",
+                headers={"Accept": ACCEPT},
             )
             response.close()
             return response.headers.get("Docker-Content-Digest")
@@ -459,8 +470,12 @@ class Registry:
 
         def get(endpoint: Endpoint):
             response = endpoint.request(
-                "GET", f"/v2/{reference.path}/manifests/{ref}", scope=_pull_scope(reference),
-                what=f"fetching manifest {ref} of {reference.familiar}", headers={"Accept": ACCEPT}, stream=True,
+                "GET",
+                f"/v2/{reference.path}/manifests/{ref}",
+                scope=_pull_scope(reference),
+                what=f"fetching manifest {ref} of {reference.familiar}",
+                headers={"Accept": ACCEPT},
+                stream=True,
             )
             body = _read_capped(response, MAX_MANIFEST_BYTES, reference)
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -494,7 +509,7 @@ class Registry:
             manifest_digest = choice.descriptor["digest"]
             local = local_manifest(manifest_digest)
             if local is None:
-                manifest_bytes, manifest_type, _ = self.get_manifest(reference, manifest_digest)
+                manifest_bytes, manifest_type = self.get_manifest(reference, manifest_digest)[:2]
             else:
                 manifest_bytes, manifest_type = local
         if manifest_type not in MANIFEST_TYPES:
@@ -509,7 +524,7 @@ class Registry:
 
     # -- blobs -----------------------------------------------------------------------------------
 
-    def fetch_blob(self, reference: Reference, descriptor: Descriptor, sink: BlobSink, on_bytes: Callable = None) -> None:
+    def fetch_blob(self, reference: Reference, descriptor: Descriptor, sink: BlobSink, on_bytes: Optional[Callable] = None) -> None:
         """Stream a blob into `sink`, resuming with Range after an interruption, then verify it."""
         self._each_endpoint(lambda endpoint: self._fetch_blob_from(endpoint, reference, descriptor, sink, on_bytes))
 
@@ -522,8 +537,13 @@ class Registry:
             if offset:
                 headers["Range"] = f"bytes={offset}-"
             response = endpoint.request(
-                "GET", f"/v2/{reference.path}/blobs/{descriptor.digest}", scope=_pull_scope(reference), what=what,
-                headers=headers, stream=True, ok=(200, 206, 416),
+                "GET",
+                f"/v2/{reference.path}/blobs/{descriptor.digest}",
+                scope=_pull_scope(reference),
+                what=what,
+                headers=headers,
+                stream=True,
+                ok=(200, 206, 416),
             )
             with response:
                 if response.status_code == 206 and not _range_matches(response.headers.get("Content-Range"), offset, descriptor.size):
@@ -593,8 +613,8 @@ def _pull_scope(reference: Reference) -> str:
 
 def _range_matches(content_range: Optional[str], offset: int, total: int) -> bool:
     try:
-        unit, _, rest = (content_range or "").partition(" ")
-        span, _, size = rest.partition("/")
+        unit, _sep, rest = (content_range or "").partition(" ")
+        span, _sep, size = rest.partition("/")
         start = int(span.split("-")[0])
         return unit == "bytes" and start == offset and int(size) == total
     except ValueError:
@@ -626,7 +646,9 @@ def _manifest_media_type(body: bytes, header_type: str, reference: Reference) ->
     data = _json(body, reference)
     body_type = data.get("mediaType") or ""
     if header_type in SCHEMA1_TYPES or body_type in SCHEMA1_TYPES or data.get("schemaVersion") == 1:
-        raise DockyardError("unsupported_media_type", f"{reference.familiar}: Docker schema1 manifests are not supported; push the image again with a current client")
+        raise DockyardError(
+            "unsupported_media_type", f"{reference.familiar}: Docker schema1 manifests are not supported; push the image again with a current client"
+        )
     if body_type and header_type and header_type in INDEX_TYPES + MANIFEST_TYPES and body_type != header_type:
         raise DockyardError("unsupported_media_type", f"{reference.familiar}: the registry labelled a {body_type} manifest as {header_type}")
     media_type = body_type or header_type

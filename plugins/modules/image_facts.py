@@ -11,15 +11,18 @@ short_description: Tell which images a host holds, layer by layer, and how much 
 version_added: 0.1.0
 description:
   - Lists the images in the host's store (all, or those in O(name)) with their layers and sizes, and a
-    sharing summary like C(docker system df -v): total, unique and shared bytes, and which layers
+    sharing summary like C(docker system df -v) with total, unique and shared bytes, and which layers
     are shared by which images.
   - Sets C(ansible_facts.dockyard_images) so that plays can aggregate across hosts.
   - With O(remote=true), inspects the references in their registry instead, without pulling anything.
 author:
-  - dockyard.images contributors
+  - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:
   - dockyard.images.store
   - dockyard.images.registry
+  - dockyard.images.attributes
+  - dockyard.images.attributes.actiongroup_images
+  - dockyard.images.attributes.facts
 attributes:
   check_mode:
     support: full
@@ -31,10 +34,6 @@ attributes:
     support: full
   facts:
     support: full
-  action_group:
-    support: full
-    membership:
-      - dockyard.images.images
 options:
   name:
     description:

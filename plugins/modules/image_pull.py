@@ -15,10 +15,12 @@ description:
     Layers of all images download concurrently from one pool, interrupted downloads resume.
   - Every byte is verified against its digest before it is stored; the store is never left half-written.
 author:
-  - dockyard.images contributors
+  - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:
   - dockyard.images.store
   - dockyard.images.registry
+  - dockyard.images.attributes
+  - dockyard.images.attributes.actiongroup_images
 attributes:
   check_mode:
     support: full
@@ -31,10 +33,6 @@ attributes:
       - The diff shows each reference's digest before and after.
   idempotent:
     support: full
-  action_group:
-    support: full
-    membership:
-      - dockyard.images.images
 options:
   name:
     description:
@@ -218,7 +216,7 @@ def run(module: AnsibleModule) -> dict:
     failed = [(text, result.error) for text, result in zip(params["name"], results) if result.error is not None]
     if failed:
         outcome.update(failed[0][1].to_result())
-        outcome["msg"] = "; ".join(error.message for _, error in failed)
+        outcome["msg"] = "; ".join(error.message for dummy, error in failed)
         module.fail_json(**outcome)
     return outcome
 

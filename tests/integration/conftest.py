@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support.images import Image, Index, Pusher, make_layer, random_layer
 from support.proxy import FaultProxy
 from support.registry import RegistryServer
@@ -20,15 +19,16 @@ class Corpus:
     """The test images, pushed once per session: built by the tests, real tar+gzip layers."""
 
     def __init__(self, pusher: Pusher):
+        oci = "application/vnd.oci.image.manifest.v1+json"
         self.base = make_layer({"etc/os-release": b"ID=dockyard-test\n", "bin/sh": b"#!shell\n" * 512})
         self.app = Image([self.base, make_layer({"app/app.py": b"print('app')\n" * 100})], labels={"name": "app"})
         self.worker = Image([self.base, make_layer({"app/worker.py": b"print('worker')\n" * 100})], labels={"name": "worker"})
-        self.oci = Image([make_layer({"srv/oci.txt": b"oci\n"})], media_type="application/vnd.oci.image.manifest.v1+json")
-        self.amd64 = Image([self.base, make_layer({"arch": b"amd64\n"})], architecture="amd64")
-        self.arm64 = Image([self.base, make_layer({"arch": b"arm64\n"})], architecture="arm64", media_type="application/vnd.oci.image.manifest.v1+json")
-        self.armv7 = Image([make_layer({"arch": b"armv7\n"})], architecture="arm", variant="v7", media_type="application/vnd.oci.image.manifest.v1+json")
-        self.attestation = Image([make_layer({"sbom.json": b"{}"})], architecture="unknown", os="unknown", media_type="application/vnd.oci.image.manifest.v1+json")
-        self.multi = Index([self.amd64.__class__(**{**self.amd64.__dict__, "media_type": "application/vnd.oci.image.manifest.v1+json"}), self.arm64, self.armv7], attestations=[(self.attestation, self.arm64)])
+        self.oci = Image([make_layer({"srv/oci.txt": b"oci\n"})], media_type=oci)
+        self.amd64 = Image([self.base, make_layer({"arch": b"amd64\n"})], architecture="amd64", media_type=oci)
+        self.arm64 = Image([self.base, make_layer({"arch": b"arm64\n"})], architecture="arm64", media_type=oci)
+        self.armv7 = Image([make_layer({"arch": b"armv7\n"})], architecture="arm", variant="v7", media_type=oci)
+        self.attestation = Image([make_layer({"sbom.json": b"{}"})], architecture="unknown", os="unknown", media_type=oci)
+        self.multi = Index([self.amd64, self.arm64, self.armv7], attestations=[(self.attestation, self.arm64)])
         self.arm_only = Index([self.arm64])
         pusher.image("team/app", "1", self.app)
         pusher.image("team/worker", "1", self.worker)

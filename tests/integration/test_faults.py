@@ -59,7 +59,7 @@ def test_a_429_with_retry_after_is_waited_out(registry, corpus, proxy, store):
     proxy.add(Fault(path="/manifests/", kind="status", status=429, headers={"Retry-After": "1"}, times=1))
     result = pull(store, f"{proxy.host}/team/app:1")
     assert result["changed"] is True, result
-    assert [status for _, path, _, status in proxy.requests_for("/manifests/")][:3] == [429, 429, 200]
+    assert [entry[3] for entry in proxy.requests_for("/manifests/")][:3] == [429, 429, 200]
 
 
 def test_a_429_asking_for_too_long_a_wait_fails_as_rate_limited(registry, corpus, proxy, store):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(REPO, ".tmp", "collections")
@@ -22,14 +23,11 @@ def ensure_collection_path() -> str:
     return COLLECTIONS
 
 
-def ansible_env(extra: dict = None) -> dict:
+def ansible_env(extra: Optional[dict] = None) -> dict:
     env = dict(os.environ)
     env.update(
         {
             "ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(),
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-            "ANSIBLE_CALLBACK_PLUGINS": os.path.join(HERE, "callback_plugins"),
-            "ANSIBLE_CALLBACKS_ENABLED": "record_results",
             "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_DEPRECATION_WARNINGS": "0",
@@ -41,12 +39,23 @@ def ansible_env(extra: dict = None) -> dict:
     return env
 
 
+def recording_env(results_path: str, extra: Optional[dict] = None) -> dict:
+    """ansible_env plus a callback that writes every task result to `results_path`."""
+    recording = {
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(HERE, "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "record_results",
+        "DOCKYARD_TEST_RESULTS": results_path,
+    }
+    return ansible_env(dict(extra or {}, **recording))
+
+
 def read_results(path: str) -> list:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def run_module(module: str, args: dict, check: bool = False, diff: bool = False, env: dict = None) -> dict:
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False, env: Optional[dict] = None) -> dict:
     """Run dockyard.images.<module> once on localhost; return its result dict."""
     command = [
         os.path.join(os.path.dirname(sys.executable), "ansible"),
@@ -65,9 +74,7 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     if diff:
         command.append("--diff")
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as results:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=ansible_env(dict(env or {}, DOCKYARD_TEST_RESULTS=results.name)), timeout=900, check=False
-        )
+        done = subprocess.run(command, capture_output=True, text=True, env=recording_env(results.name, env), timeout=900, check=False)
         recorded = read_results(results.name)
     if not recorded:
         raise AssertionError(f"ansible recorded no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -77,14 +84,12 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     return result
 
 
-def run_playbook(playbook: str, extra_vars: dict = None, env: dict = None, args: list = None) -> tuple:
+def run_playbook(playbook: str, extra_vars: Optional[dict] = None, env: Optional[dict] = None, args: Optional[list] = None) -> tuple:
     """Run a playbook; return the finished process and every task result it recorded."""
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook]
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
     command += args or []
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as results:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=ansible_env(dict(env or {}, DOCKYARD_TEST_RESULTS=results.name)), timeout=900, check=False
-        )
+        done = subprocess.run(command, capture_output=True, text=True, env=recording_env(results.name, env), timeout=900, check=False)
         return done, read_results(results.name)

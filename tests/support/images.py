@@ -88,7 +88,7 @@ class Image:
             "schemaVersion": 2,
             "mediaType": self.media_type,
             "config": {"mediaType": CONFIG_TYPES[self.media_type], "digest": digest_of(self.config), "size": len(self.config)},
-            "layers": [{"mediaType": LAYER_TYPES[self.media_type], "digest": l.digest, "size": l.size} for l in self.layers],
+            "layers": [{"mediaType": LAYER_TYPES[self.media_type], "digest": layer.digest, "size": layer.size} for layer in self.layers],
         }
         return json.dumps(data, indent=3).encode()
 
@@ -116,10 +116,7 @@ class Index:
 
     @property
     def manifest(self) -> bytes:
-        manifests = [
-            {"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest), "platform": image.platform}
-            for image in self.images
-        ]
+        manifests = [{"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest), "platform": image.platform} for image in self.images]
         for attestation, subject in self.attestations:
             manifests.append(
                 {
@@ -170,7 +167,7 @@ class Pusher:
         return self.manifest(repo, tag, image.manifest, image.media_type)
 
     def index(self, repo: str, tag: str, index: Index) -> str:
-        for image in index.images + [a for a, _ in index.attestations]:
+        for image in index.images + [pair[0] for pair in index.attestations]:
             for layer in image.layers:
                 self.blob(repo, layer.blob)
             self.blob(repo, image.config)

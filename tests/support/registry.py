@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from typing import Optional
 
 import requests
 import yaml
@@ -28,7 +29,7 @@ def wait_for(check, timeout: float = 20.0, what: str = "service") -> None:
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - anything means not ready yet
+        except Exception as exc:
             last = exc
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not become ready in {timeout} s: {last}")
@@ -37,7 +38,7 @@ def wait_for(check, timeout: float = 20.0, what: str = "service") -> None:
 class RegistryServer:
     """`docker-registry serve` with its own storage; the access log is kept for assertions."""
 
-    def __init__(self, workdir: str, auth: dict = None, tls: tuple = None, proxy: dict = None):
+    def __init__(self, workdir: str, auth: Optional[dict] = None, tls: Optional[tuple] = None, proxy: Optional[dict] = None):
         self.workdir = workdir
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -63,7 +64,7 @@ class RegistryServer:
         self.error_log = os.path.join(workdir, "registry.log")
         self.process = None
 
-    def start(self, ca_path: str = None) -> RegistryServer:
+    def start(self, ca_path: Optional[str] = None) -> RegistryServer:
         binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
         with open(self.access_log, "ab") as out, open(self.error_log, "ab") as err:
             self.process = subprocess.Popen([binary, "serve", self.config_path], stdout=out, stderr=err)

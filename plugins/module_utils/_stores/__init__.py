@@ -36,6 +36,7 @@ class ImageRecord:
     layers: list = field(default_factory=list)
     config_size: int = 0
     containers: list = field(default_factory=list)
+    ref_name: Optional[str] = None
 
     @property
     def size(self) -> int:
@@ -47,7 +48,7 @@ class ImageRecord:
             "reference": ref.familiar if ref else None,
             "canonical": ref.canonical if ref else None,
             "repository": ref.familiar_name if ref else None,
-            "tag": ref.tag if ref else None,
+            "tag": ref.tag if ref else self.ref_name,
             "id": self.id,
             "digest": self.digest,
             "manifest_digest": self.manifest_digest,

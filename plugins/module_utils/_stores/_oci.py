@@ -46,7 +46,7 @@ _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
 def _split_digest(digest: str) -> tuple:
-    algorithm, _, encoded = digest.partition(":")
+    algorithm, _sep, encoded = digest.partition(":")
     if algorithm not in _HASHES or not encoded or not all(c in "0123456789abcdef" for c in encoded):
         raise DockyardError("store_corrupt", f"{digest!r} is not a digest this store can hold")
     return algorithm, encoded
@@ -77,7 +77,7 @@ class PartialBlob:
     """A blob being downloaded, resumable across runs; it holds an exclusive lock on its file."""
 
     def __init__(self, path: str, digest: str):
-        algorithm, _ = _split_digest(digest)
+        algorithm = _split_digest(digest)[0]
         self.path = path
         self._new_hash = _HASHES[algorithm]
         self._file = open(path, "ab+")  # noqa: SIM115 - closed by close()
@@ -169,7 +169,7 @@ class OciStore:
         return digest
 
     def open_partial(self, digest: str) -> PartialBlob:
-        _, encoded = _split_digest(digest)
+        encoded = _split_digest(digest)[1]
         with _os_errors(f"opening a partial download in {self._private}"):
             return PartialBlob(os.path.join(self._private, "partial", f"{digest.split(':')[0]}-{encoded}"), digest)
 
@@ -273,10 +273,8 @@ class OciStore:
         manifest = self._json_blob(entry["digest"])
         config = manifest.get("config") or {}
         config_data = self._json_blob(config.get("digest", ""), required=False) or {}
-        try:
-            reference = parse_reference(annotations.get(REF_NAME, ""))
-        except DockyardError:
-            reference = None  # a tag written by another tool, such as skopeo's bare `latest`
+        ref_name = annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)
+        reference = _full_reference(ref_name)
         return ImageRecord(
             reference=reference,
             id=config.get("digest", ""),
@@ -286,6 +284,7 @@ class OciStore:
             created=config_data.get("created"),
             layers=[LayerRecord(layer["digest"], int(layer["size"]), layer.get("mediaType", "")) for layer in manifest.get("layers") or []],
             config_size=int(config.get("size") or 0),
+            ref_name=annotations.get(REF_NAME),
         )
 
     def images(self) -> list:
@@ -296,7 +295,7 @@ class OciStore:
         manifest = self._json_blob(entry["digest"], required=False)
         if not manifest:
             return False
-        blobs = [manifest.get("config") or {}] + list(manifest.get("layers") or [])
+        blobs = [manifest.get("config") or {}, *list(manifest.get("layers") or [])]
         return all(self.has_blob(b.get("digest", ""), b.get("size")) for b in blobs)
 
     def _json_blob(self, digest: str, required: bool = True) -> Optional[dict]:
@@ -312,6 +311,16 @@ class OciStore:
             return json.loads(body)
         except ValueError:
             raise DockyardError("store_corrupt", f"blob {digest} in {self.root} is not JSON") from None
+
+
+def _full_reference(text: Optional[str]) -> Optional[Reference]:
+    """The reference a ref.name spells, if it is a full one; other tools often write a bare tag."""
+    if not text or "/" not in text:
+        return None
+    try:
+        return parse_reference(text)
+    except DockyardError:
+        return None
 
 
 def oci_manifest(manifest_bytes: bytes, media_type: str) -> bytes:

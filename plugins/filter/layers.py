@@ -1,0 +1,106 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: images_table
+short_description: Format image facts as a C(docker images)-style table
+version_added: 0.1.0
+description:
+  - Turns the C(dockyard_images) facts that M(dockyard.images.image_facts) sets into the lines of a table
+    with the columns REPOSITORY, TAG, IMAGE ID, CREATED, SIZE, SHARED and UNIQUE, sizes in the units
+    C(docker images) uses, followed by a line with the totals and the bytes saved by sharing.
+positional: _input
+options:
+  _input:
+    description: The value of C(ansible_facts.dockyard_images), or the result of M(dockyard.images.image_facts).
+    type: dict
+    required: true
+author:
+  - Dockyard Images Maintainers (@dockyard)
+"""
+
+EXAMPLES = r"""
+---
+- name: Gather image facts
+  dockyard.images.image_facts:
+
+- name: Print the table
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.dockyard_images | dockyard.images.images_table }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The table, one string per line.
+  type: list
+  elements: str
+"""
+
+from datetime import datetime, timezone
+
+from ansible.errors import AnsibleFilterError
+
+COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED", "UNIQUE")
+
+
+def human_size(size: int) -> str:
+    """Decimal units with four significant digits, as the docker CLI prints sizes."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.4g}{unit}"
+        value /= 1000
+    return f"{value:.4g}TB"  # pragma: no cover
+
+
+def time_ago(created, now=None) -> str:
+    if not created:
+        return "N/A"
+    try:
+        when = datetime.fromisoformat(str(created))
+    except ValueError:
+        return str(created)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = max(((now or datetime.now(timezone.utc)) - when).total_seconds(), 0)
+    for unit, length in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length * (2 if unit != "minute" else 1):
+            count = int(seconds // length)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "Less than a minute ago"
+
+
+def images_table(facts):
+    if not isinstance(facts, dict) or "images" not in facts:
+        raise AnsibleFilterError("images_table expects the dockyard_images facts from dockyard.images.image_facts")
+    rows = [COLUMNS]
+    for image in facts["images"]:
+        rows.append(
+            (
+                image.get("repository") or "<none>",
+                image.get("tag") or "<none>",
+                (image.get("id") or "").split(":")[-1][:12],
+                time_ago(image.get("created")),
+                human_size(image.get("size") or 0),
+                human_size(image.get("shared_size") or 0),
+                human_size(image.get("unique_size") or 0),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    summary = facts.get("summary") or {}
+    if summary:
+        lines.append(
+            f"{summary.get('images', 0)} images, {summary.get('layers', 0)} layers: "
+            f"{human_size(summary.get('total_size', 0))} logical, {human_size(summary.get('unique_size', 0))} on disk, "
+            f"{human_size(summary.get('saved_size', 0))} saved by sharing {len(summary.get('shared_layers') or [])} layers"
+        )
+    return lines
+
+
+class FilterModule:
+    def filters(self):
+        return {"images_table": images_table}

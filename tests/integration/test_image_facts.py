@@ -1,0 +1,57 @@
+"""image_facts: what a host holds, layer by layer, and what the images share."""
+
+from __future__ import annotations
+
+from support.ansible import run_module
+
+
+def test_facts_report_layers_and_sharing_like_docker_system_df(registry, corpus, store):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
+    run_module("image_pull", {"name": names, "store_path": store})
+    facts = run_module("image_facts", {"store_path": store})
+    assert facts["changed"] is False
+    by_ref = {image["reference"]: image for image in facts["images"]}
+    app, worker = by_ref[names[0]], by_ref[names[1]]
+    assert app["id"] == corpus.app.id and app["digest"] == corpus.app.digest
+    assert app["repository"] == f"{registry.host}/team/app" and app["tag"] == "1"
+    assert app["created"] == corpus.app.created
+    assert [layer["digest"] for layer in app["layers"]] == [layer.digest for layer in corpus.app.layers]
+    app_size = len(corpus.app.config) + sum(layer.size for layer in corpus.app.layers)
+    assert app["size"] == app_size
+    assert app["shared_size"] == corpus.base.size
+    assert app["unique_size"] == app_size - corpus.base.size
+
+    summary = facts["summary"]
+    worker_size = len(corpus.worker.config) + sum(layer.size for layer in corpus.worker.layers)
+    assert summary["total_size"] == app_size + worker_size
+    assert summary["unique_size"] == app_size + worker_size - corpus.base.size
+    assert summary["saved_size"] == corpus.base.size
+    assert summary["shared_layers"] == [{"digest": corpus.base.digest, "size": corpus.base.size, "images": names}]
+    assert facts["ansible_facts"]["dockyard_images"]["summary"] == summary
+    assert worker["platform"] == "linux/amd64"
+
+
+def test_facts_for_named_images_say_which_are_missing(registry, corpus, store):
+    run_module("image_pull", {"name": [f"{registry.host}/team/app:1"], "store_path": store})
+    facts = run_module("image_facts", {"store_path": store, "name": [f"{registry.host}/team/app:1", "redis:7", corpus.app.id[7:19]]})
+    assert [image["id"] for image in facts["images"]] == [corpus.app.id]
+    assert facts["missing"] == ["redis:7"]
+    assert facts["summary"]["shared_layers"] == []
+
+
+def test_remote_facts_inspect_the_registry_without_pulling(registry, corpus, store):
+    mark = registry.mark()
+    facts = run_module("image_facts", {"name": [f"{registry.host}/team/multi:1"], "remote": True, "platform": "linux/arm64", "store_path": store})
+    image = facts["images"][0]
+    assert image["digest"] == corpus.multi.digest and image["manifest_digest"] == corpus.arm64.digest
+    assert image["platforms"] == ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+    assert image["size"] == len(corpus.arm64.config) + sum(layer.size for layer in corpus.arm64.layers)
+    layer_digests = {layer.digest for layer in corpus.arm64.layers}
+    layer_gets = [path for method, path, status in registry.requests_since(mark) if method == "GET" and path.rsplit("/", 1)[-1] in layer_digests]
+    assert layer_gets == []
+    assert "ansible_facts" not in facts or not facts["ansible_facts"]
+
+
+def test_an_empty_or_absent_store_has_no_images(store):
+    facts = run_module("image_facts", {"store_path": store})
+    assert facts["images"] == [] and facts["summary"]["total_size"] == 0 and facts["missing"] == []
