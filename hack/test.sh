@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test and check: ruff, unit and integration tests against real services, ansible-lint
+# (production profile), ansible-test sanity and the changelog lint. Run through `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+
+echo "== pytest (unit and integration)"
+python3 -m pytest -q
+
+echo "== ansible-lint"
+ansible-lint
+
+echo "== ansible-test sanity"
+hack/sanity.sh
+
+echo "== changelog"
+antsibull-changelog lint

@@ -1,0 +1,52 @@
+"""The filters: parse_reference and the docker images-style table."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.dockyard.images.plugins.filter.layers import human_size, images_table, time_ago
+from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
+
+
+def test_parse_reference_returns_the_parts_or_a_filter_error():
+    assert parse_reference("redis:7")["canonical"] == "docker.io/library/redis:7"
+    with pytest.raises(AnsibleFilterError, match="lowercase"):
+        parse_reference("Redis")
+
+
+@pytest.mark.parametrize(("size", "text"), [(0, "0B"), (999, "999B"), (1000, "1kB"), (77_812_345, "77.81MB"), (1_234_567_890, "1.235GB")])
+def test_sizes_print_in_docker_units(size, text):
+    assert human_size(size) == text
+
+
+def test_created_prints_as_an_age():
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    assert time_ago("2026-02-28T00:00:00Z", now) == "24 hours ago"
+    assert time_ago("2026-02-01T00:00:00.123456789Z", now) == "3 weeks ago"
+    assert time_ago(None, now) == "N/A"
+
+
+def test_the_table_has_docker_columns_plus_sharing():
+    facts = {
+        "images": [
+            {
+                "repository": "redis",
+                "tag": "7",
+                "id": "sha256:" + "ab" * 32,
+                "created": None,
+                "size": 2_000_000,
+                "shared_size": 1_500_000,
+                "unique_size": 500_000,
+            }
+        ],
+        "summary": {"images": 1, "layers": 3, "total_size": 2_000_000, "unique_size": 2_000_000, "saved_size": 0, "shared_layers": []},
+    }
+    lines = images_table(facts)
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE", "SHARED", "UNIQUE"]
+    assert lines[1].split() == ["redis", "7", "abababababab", "N/A", "2MB", "1.5MB", "500kB"]
+    assert lines[2].startswith("1 images, 3 layers: 2MB logical, 2MB on disk")
+    with pytest.raises(AnsibleFilterError):
+        images_table("nope")
