@@ -45,7 +45,8 @@ options:
   insecure_registries:
     description:
       - Registries (C(host[:port])) that may be reached over plain HTTP or with unverified TLS.
-      - Registries on loopback addresses are always treated as insecure, as Docker does.
+      - Registries on loopback addresses may always be reached over plain HTTP when they do not speak TLS;
+        when they do, their certificates are verified unless they are listed here.
     type: list
     elements: str
     default: []

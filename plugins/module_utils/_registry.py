@@ -192,12 +192,15 @@ class MemorySink(BlobSink):
 class Endpoint:
     """One base URL (the registry or a mirror) with its own auth state and retries."""
 
-    def __init__(self, session, base_url: Optional[str], netloc: str, credential: Optional[Credential], options: RegistryOptions, insecure: bool):
+    def __init__(
+        self, session, base_url: Optional[str], netloc: str, credential: Optional[Credential], options: RegistryOptions, insecure: bool, plain_http: bool
+    ):
         self.session = session
         self.netloc = netloc
         self.credential = credential
         self.options = options
-        self.insecure = insecure
+        self.insecure = insecure  # listed in insecure_registries: TLS is not verified
+        self.plain_http = plain_http or insecure  # may fall back to http when TLS is not spoken
         self._base_url = base_url
         self._base_lock = threading.Lock()
         self._tokens = TokenCache()
@@ -214,7 +217,7 @@ class Endpoint:
 
     def _probe_scheme(self) -> str:
         https = f"https://{self.netloc}"
-        if not self.insecure:
+        if not self.plain_http:
             return https
         try:
             self.session.get(https + "/v2/", timeout=min(self.options.timeout, 10), verify=False)
@@ -316,7 +319,7 @@ class Endpoint:
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         if bearer is not None:
-            check_realm(bearer.realm, self.netloc, self.insecure or not self.options.validate_certs)
+            check_realm(bearer.realm, self.netloc, self.plain_http)
             self._challenge = bearer
             wanted = [s for s in (bearer.params.get("scope", ""), scope) if s]
             self._fetch_token(wanted, scope, what)
@@ -415,18 +418,18 @@ class Registry:
     def __init__(self, domain: str, session, credentials: CredentialStore, options: RegistryOptions):
         self.domain = domain
         self.options = options
-        insecure = domain in options.insecure_registries or _is_loopback(domain)
         base = DOCKER_HUB_ENDPOINT if domain == "docker.io" else None
         netloc = "registry-1.docker.io" if domain == "docker.io" else domain
-        upstream = Endpoint(session, base, netloc, credentials.lookup(domain) or Credential(), options, insecure)
+        credential = credentials.lookup(domain) or Credential()
+        upstream = Endpoint(session, base, netloc, credential, options, domain in options.insecure_registries, _is_loopback(domain))
         self.endpoints = [self._mirror(session, url) for url in options.mirrors.get(domain, ())] + [upstream]
         self.upstream = upstream
         self.warnings = []
 
     def _mirror(self, session, url: str) -> Endpoint:
         parts = urlsplit(url if "://" in url else "https://" + url)
-        insecure = parts.netloc in self.options.insecure_registries or _is_loopback(parts.netloc)
-        return Endpoint(session, f"{parts.scheme}://{parts.netloc}", parts.netloc, None, self.options, insecure)
+        insecure = parts.netloc in self.options.insecure_registries
+        return Endpoint(session, f"{parts.scheme}://{parts.netloc}", parts.netloc, None, self.options, insecure, parts.scheme == "http")
 
     @property
     def rate_limit(self) -> RateLimit:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bcrypt
 import pytest
+import requests
+import trustme
 from support.images import Image, Index, Pusher, make_layer, random_layer
 from support.proxy import FaultProxy
-from support.registry import RegistryServer
+from support.registry import PASSWORD, USER, RegistryServer
+from support.token_issuer import ISSUER, SERVICE, TokenIssuer
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +64,55 @@ def proxy(registry):
 @pytest.fixture
 def store(tmp_path):
     return str(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def test_ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(test_ca, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory, test_ca, ca_file, corpus):
+    """The registry over TLS (a test CA) with htpasswd Basic auth, holding team/app:1."""
+    work = tmp_path_factory.mktemp("tls-registry")
+    cert = test_ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(work / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
+    (work / "htpasswd").write_bytes(USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)) + b"\n")
+    server = RegistryServer(
+        str(work / "registry"),
+        auth={"htpasswd": {"realm": "dockyard-test", "path": str(work / "htpasswd")}},
+        tls=(str(work / "cert.pem"), str(work / "key.pem")),
+    ).start(ca_path=ca_file)
+    session = requests.Session()
+    session.auth, session.verify, session.trust_env = (USER, PASSWORD), ca_file, False
+    Pusher(server.url, session).image("team/app", "1", corpus.app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory, test_ca, ca_file, corpus):
+    """The registry in `auth: token` mode with a test token service; team/public is anonymous."""
+    issuer = TokenIssuer(test_ca, {USER: PASSWORD}, public=("team/public",)).start()
+    work = tmp_path_factory.mktemp("token-registry")
+    auth = {"token": {"realm": issuer.realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": ca_file}}
+    server = RegistryServer(str(work), auth=auth).start()
+    session = requests.Session()
+    token = requests.get(
+        issuer.realm, params={"service": SERVICE, "scope": ["repository:team/app:push,pull", "repository:team/public:push,pull"]}, auth=(USER, PASSWORD)
+    ).json()["token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+    Pusher(server.url, session).image("team/app", "1", corpus.app)
+    Pusher(server.url, session).image("team/public", "1", corpus.worker)
+    server.issuer = issuer
+    yield server
+    server.stop()
+    issuer.stop()

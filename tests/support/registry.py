@@ -13,6 +13,9 @@ from typing import Optional
 import requests
 import yaml
 
+# The one account the authenticating test registries know.
+USER, PASSWORD = "deployer", "s3cret-Pa55word"
+
 _ACCESS_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 
 
