@@ -34,6 +34,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores._oci impor
 
 ALREADY_EXISTS = "already_exists"
 PULL_COMPLETE = "pull_complete"
+MISSING = "missing"  # only in the results of an image that failed
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,29 @@ class OciPuller:
             for plan in plans:
                 if plan.result.error is None and plan.resolved is not None:
                     self._assign_statuses(plan, claimed)
-            if self.check_mode:
-                return [plan.result for plan in plans]
-            downloads = {}
-            for plan in plans:
-                for descriptor in plan.wanted_blobs:
-                    if descriptor.digest not in downloads:
-                        downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
-            for plan in plans:
-                if plan.result.error is None and plan.resolved is not None:
-                    plan.result.error = self._safely(self._finish)(plan, downloads)
+            self._check_room(plans)
+            if not self.check_mode:
+                downloads = {}
+                for plan in plans:
+                    for descriptor in plan.wanted_blobs if plan.result.error is None else ():
+                        if descriptor.digest not in downloads:
+                            downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
+                for plan in plans:
+                    if plan.result.error is None and plan.resolved is not None:
+                        plan.result.error = self._safely(self._finish)(plan, downloads)
+        for plan in plans:
+            if plan.result.error is not None:
+                self._report_failure(plan)
         return [plan.result for plan in plans]
+
+    def _report_failure(self, plan: _Plan) -> None:
+        """A failed image changed the store only by the blobs it did commit; the rest are missing."""
+        result = plan.result
+        for layer in result.layers:
+            if not self.store.has_blob(layer.digest, layer.size):
+                layer.status = MISSING
+        wanted = {d.digest: d.size for d in plan.wanted_blobs}
+        result.changed = not self.check_mode and any(self.store.has_blob(digest, size) for digest, size in wanted.items())
 
     @staticmethod
     def _safely(function):
@@ -225,32 +238,38 @@ class OciPuller:
         entry = self._index_entry(plan)
         plan.result.changed = plan.entry != entry or bool(plan.wanted_blobs)
 
+    def _check_room(self, plans: list) -> None:
+        """Fail the images to be pulled, before any download, when the store's disk is too small."""
+        needed = {d.digest: d.size for plan in plans if plan.result.error is None for d in plan.wanted_blobs}
+        free = self.store.free_bytes()
+        if free is None or sum(needed.values()) <= free:
+            return
+        error = DockyardError(
+            "disk_full",
+            f"the pull needs {sum(needed.values())} bytes but only {free} are free under {self.store.root}; free space or choose another store_path",
+            bytes_needed=sum(needed.values()),
+            bytes_free=free,
+        )
+        for plan in plans:
+            if plan.result.error is None and plan.wanted_blobs:
+                plan.result.error = error.with_context(plan.request.reference.familiar)
+
     # -- download and record ---------------------------------------------------------------------
 
     def _download(self, reference: Reference, descriptor: Descriptor) -> None:
-        """Fetch one blob into the store, once per call even when several images need it."""
+        """Fetch one blob into the store; workers wanting the same blob wait for one download."""
         with self._inflight_lock:
-            gate = self._inflight.get(descriptor.digest)
-            owner = gate is None
-            if owner:
-                gate = self._inflight[descriptor.digest] = threading.Lock()
-                gate.acquire()
-        if not owner:
-            with gate:
-                return
-        try:
+            gate = self._inflight.setdefault(descriptor.digest, threading.Lock())
+        with gate:
             if self.store.has_blob(descriptor.digest, descriptor.size):
                 return
             partial = self.store.open_partial(descriptor.digest)
             try:
-                if self.store.has_blob(descriptor.digest, descriptor.size):
-                    return  # another process finished it while we waited for the partial's lock
-                self.client.for_reference(reference).fetch_blob(reference, descriptor, partial)
-                self.store.commit_partial(partial, descriptor.digest)
+                if not self.store.has_blob(descriptor.digest, descriptor.size):  # another process may have finished it
+                    self.client.for_reference(reference).fetch_blob(reference, descriptor, partial)
+                    self.store.commit_partial(partial, descriptor.digest)
             finally:
                 partial.close()
-        finally:
-            gate.release()
 
     def _finish(self, plan: _Plan, downloads: dict) -> None:
         for descriptor in plan.wanted_blobs:

@@ -19,6 +19,7 @@ import random
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -204,6 +205,7 @@ class Endpoint:
         self._base_url = base_url
         self._base_lock = threading.Lock()
         self._tokens = TokenCache()
+        self._auth_lock = threading.Lock()  # one token request per scope, however many workers wait
         self._challenge = None
         self._basic = False
         self.rate_limit = RateLimit()
@@ -220,8 +222,10 @@ class Endpoint:
         if not self.plain_http:
             return https
         try:
-            self.session.get(https + "/v2/", timeout=min(self.options.timeout, 10), verify=False)
-            return https
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                self.session.get(https + "/v2/", timeout=min(self.options.timeout, 10), verify=False).close()
+            return https  # it speaks TLS: requests go over https, verified as configured
         except requests.exceptions.RequestException:
             return f"http://{self.netloc}"
 
@@ -304,10 +308,11 @@ class Endpoint:
         if self._challenge is None:
             return None
         key = self._token_key(scope)
-        token = self._tokens.get(key)
-        if token is None:
-            self._fetch_token([scope] if scope else [], scope, what)
+        with self._auth_lock:
             token = self._tokens.get(key)
+            if token is None:
+                self._fetch_token([scope] if scope else [], scope, what)
+                token = self._tokens.get(key)
         return f"Bearer {token}" if token else None
 
     def _token_key(self, scope: str):
@@ -320,9 +325,10 @@ class Endpoint:
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         if bearer is not None:
             check_realm(bearer.realm, self.netloc, self.plain_http)
-            self._challenge = bearer
             wanted = [s for s in (bearer.params.get("scope", ""), scope) if s]
-            self._fetch_token(wanted, scope, what)
+            with self._auth_lock:
+                self._challenge = bearer
+                self._fetch_token(wanted, scope, what)
             return True
         if any(c.scheme == "basic" for c in challenges) and self.credential and self.credential.basic and not self._basic:
             self._basic = True

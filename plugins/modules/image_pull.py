@@ -26,7 +26,8 @@ attributes:
     support: full
     details:
       - Check mode resolves tags and reads manifests from the registry, compares them with the store
-        and reports exactly which layers would be pulled and how many bytes; it downloads no layer and writes nothing.
+        and reports exactly which layers would be pulled and how many bytes, and fails with V(disk_full)
+        when they would not fit; it downloads no layer and writes nothing.
   diff_mode:
     support: full
     details:
@@ -128,7 +129,9 @@ images:
       description: Sum of the compressed layer sizes, in bytes.
       type: int
     layers:
-      description: Each layer with its digest, size and status (V(already_exists) or V(pull_complete)).
+      description:
+        - Each layer with its C(digest), C(size) and C(status), V(already_exists) or V(pull_complete),
+          or V(missing) for a layer an image that failed does not have.
       type: list
       elements: dict
     downloaded_bytes:

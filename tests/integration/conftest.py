@@ -6,6 +6,7 @@ import bcrypt
 import pytest
 import requests
 import trustme
+
 from support.images import Image, Index, Pusher, make_layer, random_layer
 from support.proxy import FaultProxy
 from support.registry import PASSWORD, USER, RegistryServer

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+
+import pytest
 
 from support.ansible import run_module
 from support.proxy import Fault
@@ -92,3 +95,27 @@ def test_a_download_interrupted_in_one_run_resumes_in_the_next(registry, big_ima
     assert resumed["changed"] is True
     assert proxy.requests_for(f"/blobs/{layer.digest}")[-1][2:] == (f"bytes={24 * 1024 * 1024}-", 206)
     assert not os.path.exists(partial)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, so that the store's disk really is too small."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    yield str(mount_point)
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_disk_too_small_fails_before_downloading_anything(registry, big_image, proxy, small_disk):
+    store, name = os.path.join(small_disk, "store"), f"{proxy.host}/team/big:1"
+    predicted = run_module("image_pull", {"name": [name], "store_path": store}, check=True)
+    assert predicted["failed"] and predicted["reason"] == "disk_full"
+    result = pull(store, name)
+    assert result["failed"] and result["reason"] == "disk_full"
+    assert result["bytes_needed"] > result["bytes_free"]
+    assert "team/big" in result["msg"]
+    assert result["changed"] is False and result["downloaded_bytes"] == 0
+    assert result["images"][0]["layers"][0]["status"] == "missing"
+    assert proxy.requests_for(big_image.layers[0].digest) == []
+    assert stored_blobs(store) <= {big_image.id.split(":")[1]}

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from typing import Optional
@@ -130,6 +131,16 @@ class OciStore:
                 self._write_file(os.path.join(self.root, "oci-layout"), json.dumps(LAYOUT_VERSION).encode())
             if not os.path.exists(os.path.join(self.root, "index.json")):
                 self._write_file(os.path.join(self.root, "index.json"), _index_bytes([]))
+
+    def free_bytes(self) -> Optional[int]:
+        """Free space where the store is (or would be created), or None if it cannot be told."""
+        path = self.root
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            return None
 
     def blob_path(self, digest: str) -> str:
         algorithm, encoded = _split_digest(digest)
