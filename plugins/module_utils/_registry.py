@@ -453,22 +453,19 @@ class Registry:
                 last_error = exc
         raise last_error  # pragma: no cover - upstream is always last
 
-    def ping(self) -> None:
-        self.upstream.request("GET", "/v2/", scope="", what=f"pinging {self.domain}")
-
     # -- manifests -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _manifest_request(endpoint: Endpoint, method: str, reference: Reference, ref: str, what: str):
+        return endpoint.request(
+            method, f"/v2/{reference.path}/manifests/{ref}", scope=_pull_scope(reference), what=what, headers={"Accept": ACCEPT}, stream=method == "GET"
+        )
 
     def head_manifest(self, reference: Reference) -> Optional[str]:
         """The digest a tag points at now, from a HEAD (free on Docker Hub); None if not sent."""
 
         def head(endpoint: Endpoint):
-            response = endpoint.request(
-                "HEAD",
-                f"/v2/{reference.path}/manifests/{reference.manifest_reference}",
-                scope=_pull_scope(reference),
-                what=f"resolving {reference.familiar}",
-                headers={"Accept": ACCEPT},
-            )
+            response = self._manifest_request(endpoint, "HEAD", reference, reference.manifest_reference, f"resolving {reference.familiar}")
             response.close()
             return response.headers.get("Docker-Content-Digest")
 
@@ -478,14 +475,7 @@ class Registry:
         """GET a manifest by tag or digest: (bytes, media type, digest), verified."""
 
         def get(endpoint: Endpoint):
-            response = endpoint.request(
-                "GET",
-                f"/v2/{reference.path}/manifests/{ref}",
-                scope=_pull_scope(reference),
-                what=f"fetching manifest {ref} of {reference.familiar}",
-                headers={"Accept": ACCEPT},
-                stream=True,
-            )
+            response = self._manifest_request(endpoint, "GET", reference, ref, f"fetching manifest {ref} of {reference.familiar}")
             body = _read_capped(response, MAX_MANIFEST_BYTES, reference)
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             return body, media_type, response.headers.get("Docker-Content-Digest")
