@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -9,8 +10,8 @@ import subprocess
 import pytest
 
 from support.ansible import run_module
-from support.proxy import Fault
-from support.registry import free_port
+from support.proxy import Fault, FaultProxy
+from support.registry import PASSWORD, USER, free_port
 
 
 def pull(store, names, **options):
@@ -119,3 +120,34 @@ def test_a_disk_too_small_fails_before_downloading_anything(registry, big_image,
     assert result["images"][0]["layers"][0]["status"] == "missing"
     assert proxy.requests_for(big_image.layers[0].digest) == []
     assert stored_blobs(store) <= {big_image.id.split(":")[1]}
+
+
+def test_authorization_is_not_forwarded_when_a_blob_redirects_to_another_host(registry, token_registry, corpus, store):
+    front, cdn = FaultProxy(token_registry.url).start(), FaultProxy(registry.url, bind="127.0.0.2").start()
+    try:
+        front.add(Fault(path="/blobs/", kind="redirect", headers={"Location": cdn.url}, times=100))
+        auth = [{"registry": front.host, "username": USER, "password": PASSWORD}]
+        result = pull(store, f"{front.host}/team/app:1", registry_auth=auth)
+        assert result["changed"] is True, result
+        assert [path for path, header in cdn.authorization if "/blobs/" in path], "the blobs came from the other host"
+        assert all(header is None for path, header in cdn.authorization)
+        assert any(header and header.startswith("Bearer ") for path, header in front.authorization)
+    finally:
+        front.stop()
+        cdn.stop()
+
+
+def test_rate_limit_figures_are_reported(registry, corpus, proxy, store):
+    figures = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "76;w=21600", "docker-ratelimit-source": "192.0.2.1"}
+    proxy.add(Fault(path="/manifests/", kind="headers", headers=figures, times=100, method="HEAD"))
+    result = pull(store, f"{proxy.host}/team/app:1")
+    assert result["rate_limit"] == {"limit": "100;w=21600", "remaining": "76;w=21600", "source": "192.0.2.1"}
+
+
+def test_a_store_locked_by_another_task_fails_as_store_locked(registry, corpus, store):
+    os.makedirs(os.path.join(store, ".dockyard"))
+    with open(os.path.join(store, ".dockyard", "gc.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = pull(store, f"{registry.host}/team/app:1", timeout=1)
+    assert result["failed"] and result["reason"] == "store_locked", result
+    assert stored_blobs(store) == set()

@@ -20,7 +20,7 @@ from support.registry import free_port
 @dataclass
 class Fault:
     path: str  # a regular expression on the request path
-    kind: str  # "status", "reset", "corrupt"
+    kind: str  # "status", "reset", "corrupt", "redirect" (to headers["Location"]), "headers" (added to the answer)
     times: int = 1
     status: int = 429
     headers: dict = None
@@ -29,13 +29,14 @@ class Fault:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, bind: str = "127.0.0.1"):
         self.upstream = urlsplit(upstream)
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{bind}:{self.port}"
         self.url = f"http://{self.host}"
         self.faults = []
         self.log = []  # (method, path, range header, status sent)
+        self.authorization = []  # (path, Authorization header or None) for every request
         self._lock = threading.Lock()
         proxy = self
 
@@ -50,7 +51,7 @@ class FaultProxy:
 
             do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = ThreadingHTTPServer((bind, self.port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -77,11 +78,19 @@ class FaultProxy:
     def _record(self, handler, status: int) -> None:
         with self._lock:
             self.log.append((handler.command, handler.path, handler.headers.get("Range"), status))
+            self.authorization.append((handler.path, handler.headers.get("Authorization")))
 
     def _handle(self, handler) -> None:
         fault = self._take(handler.command, handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
+        if fault is not None and fault.kind == "redirect":
+            self._record(handler, 307)
+            handler.send_response(307)
+            handler.send_header("Location", fault.headers["Location"] + handler.path)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         if fault is not None and fault.kind == "status":
             self._record(handler, fault.status)
             payload = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}' if fault.status == 429 else b"{}"
@@ -106,6 +115,9 @@ class FaultProxy:
             if key.lower() == "location" and value.startswith(f"{self.upstream.scheme}://{self.upstream.netloc}"):
                 value = self.url + value[len(f"{self.upstream.scheme}://{self.upstream.netloc}") :]
             handler.send_header(key, value)
+        if fault is not None and fault.kind == "headers":
+            for key, value in fault.headers.items():
+                handler.send_header(key, value)
         if response.getheader("Content-Length") is None and handler.command != "HEAD":
             handler.send_header("Connection", "close")
             handler.close_connection = True
