@@ -14,14 +14,25 @@ options:
       - Where images live on the host.
       - V(oci) is the embedded store, an OCI image layout directory at O(store_path) that skopeo,
         podman, umoci and containerd can read.
-      - V(auto) uses the embedded OCI store.
+      - V(docker) and V(podman) are the image stores of a Docker Engine or of Podman, reached through the
+        Engine API on the unix socket O(docker_host). Pulls then go through the engine, so images land
+        where containers run.
+      - V(auto) uses the OCI store when O(store_path) is given; otherwise the engine whose socket answers
+        (O(docker_host), E(DOCKER_HOST), C(/var/run/docker.sock), then Podman's socket); otherwise the OCI store.
+      - Results always say which store was used.
     type: str
     default: auto
-    choices: [auto, oci]
+    choices: [auto, oci, docker, podman]
   store_path:
     description:
       - Directory of the OCI image layout.
       - Defaults to C(/var/lib/dockyard/oci) when running as root, otherwise
         C(~/.local/share/dockyard/oci) (or under E(XDG_DATA_HOME)).
     type: path
+  docker_host:
+    description:
+      - The engine's socket, as C(unix:///path/to/socket), for O(store=docker) or O(store=podman).
+      - Defaults to E(DOCKER_HOST), else C(unix:///var/run/docker.sock); for Podman C(unix:///run/podman/podman.sock)
+        as root, else C(unix://$XDG_RUNTIME_DIR/podman/podman.sock).
+    type: str
 """

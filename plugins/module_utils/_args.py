@@ -17,8 +17,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import ope
 
 def store_argument_spec() -> dict:
     return {
-        "store": {"type": "str", "default": "auto", "choices": ["auto", "oci"]},
+        "store": {"type": "str", "default": "auto", "choices": ["auto", "oci", "docker", "podman"]},
         "store_path": {"type": "path"},
+        "docker_host": {"type": "str"},
     }
 
 
@@ -27,7 +28,6 @@ def registry_argument_spec() -> dict:
         "registry_auth": {
             "type": "list",
             "elements": "dict",
-            "no_log": True,
             "options": {
                 "registry": {"type": "str", "required": True},
                 "username": {"type": "str", "required": True},
@@ -75,5 +75,5 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     return RegistryClient(credentials, options, pool_size=pool_size)
 
 
-def store_from_params(params: dict):
-    return open_store(params["store"], params.get("store_path"), lock_timeout=float(params.get("timeout") or 60))
+def store_from_params(params: dict, pool_size: int = 10):
+    return open_store(params["store"], params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)

@@ -258,3 +258,18 @@ class TokenCache:
         lifetime = expires_in if isinstance(expires_in, int) and expires_in > 0 else TOKEN_DEFAULT_LIFETIME
         with self._lock:
             self._tokens[key] = (token, self._clock() + max(lifetime - TOKEN_REFRESH_MARGIN, 1))
+
+
+def engine_auth_header(credential: Optional[Credential], domain: str) -> Optional[str]:
+    """The X-Registry-Auth value for an engine pull (base64url JSON); None for anonymous pulls."""
+    if credential is None:
+        return None
+    if credential.identity_token:
+        data = {"identitytoken": credential.identity_token, "serveraddress": domain}
+    elif credential.registry_token:
+        data = {"registrytoken": credential.registry_token, "serveraddress": domain}
+    elif credential.basic:
+        data = {"username": credential.username, "password": credential.password, "serveraddress": _config_key(domain)}
+    else:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode("ascii")

@@ -28,12 +28,12 @@ def _unique_images(images: list) -> dict:
 
 
 def _layer_users(by_id: dict) -> tuple:
-    """(size by layer digest, ids of the images using each layer), in first-seen order."""
+    """(size by layer key, ids of the images using each layer), in first-seen order."""
     layer_size, layer_users = {}, {}
     for image_id, image in by_id.items():
         for layer in image.layers:
-            layer_size[layer.digest] = layer.size
-            users = layer_users.setdefault(layer.digest, [])
+            layer_size[layer.key] = layer.size
+            users = layer_users.setdefault(layer.key, [])
             if image_id not in users:
                 users.append(image_id)
     return layer_size, layer_users
@@ -68,7 +68,7 @@ def sharing_by_image(images: list) -> dict:
     layer_size, layer_users = _layer_users(by_id)
     result = {}
     for image_id, image in by_id.items():
-        shared = sum(layer_size[d] for d in {layer.digest for layer in image.layers} if len(layer_users[d]) > 1)
+        shared = sum(layer_size[key] for key in {layer.key for layer in image.layers} if len(layer_users[key]) > 1)
         result[image_id] = ImageSharing(shared_size=shared, unique_size=image.size - shared)
     return result
 

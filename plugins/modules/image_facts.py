@@ -115,7 +115,7 @@ images:
       description: Creation time from the image config.
       type: str
     size:
-      description: Bytes of the config and the compressed layers.
+      description: Bytes of the config and the compressed layers; on an engine, the uncompressed size it reports.
       type: int
     shared_size:
       description: Bytes of this image's layers that other images in the store also use.
@@ -126,11 +126,16 @@ images:
       type: int
       returned: when O(remote=false)
     layers:
-      description: Layers in order, each with C(digest), C(size) and C(media_type).
+      description:
+        - Layers in order, each with C(digest), C(size) and C(media_type).
+        - On an engine the digests are DiffIDs, the sizes uncompressed, and each layer has its C(chain_id),
+          which is what the engine shares between images.
       type: list
       elements: dict
     containers:
-      description: Containers using the image (always empty in the OCI store).
+      description:
+        - Containers using the image, running or stopped, each with C(id), C(name) and C(state).
+        - Always empty in the OCI store, which runs no containers.
       type: list
       elements: dict
 missing:
@@ -205,7 +210,7 @@ def local_facts(params: dict) -> dict:
         image["shared_size"] = sharing[record.id].shared_size
         image["unique_size"] = sharing[record.id].unique_size
         images.append(image)
-    facts = {"store": {"type": store.name, "path": store.root}, "images": images, "summary": sharing_summary(records)}
+    facts = {"store": store.describe(), "images": images, "summary": sharing_summary(records)}
     return dict(facts, missing=missing, changed=False, ansible_facts={"dockyard_images": facts})
 
 

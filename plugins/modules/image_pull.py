@@ -14,6 +14,11 @@ description:
   - Only blobs the store lacks are downloaded; a layer that several images need is fetched once.
     Layers of all images download concurrently from one pool, interrupted downloads resume.
   - Every byte is verified against its digest before it is stored; the store is never left half-written.
+  - With O(store=docker) or O(store=podman) the engine pulls (C(POST /images/create)), with credentials from
+    O(registry_auth) or O(docker_config) passed as C(X-Registry-Auth); its progress stream gives each layer's status,
+    and an error anywhere in the stream fails the task. Docker pulls several images at once and fetches a shared
+    layer once; Podman pulls one image at a time so that it does too. O(mirrors) apply to the OCI store only;
+    an engine uses its own mirror configuration.
 author:
   - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:
@@ -28,6 +33,8 @@ attributes:
       - Check mode resolves tags and reads manifests from the registry, compares them with the store
         and reports exactly which layers would be pulled and how many bytes, and fails with V(disk_full)
         when they would not fit; it downloads no layer and writes nothing.
+      - On an engine, check mode predicts reuse from the ChainIDs of the layers the engine holds, as dockerd decides
+        C(Already exists), and reads the manifests and config from the registry (a real run leaves that to the engine).
   diff_mode:
     support: full
     details:
@@ -65,7 +72,7 @@ seealso:
 notes:
   - Failures carry RV(reason), one of V(invalid_reference), V(invalid_argument), V(not_found), V(unauthorized),
     V(denied), V(rate_limited), V(unreachable), V(tls), V(digest_mismatch), V(platform_not_found),
-    V(store_locked), V(store_corrupt), V(unsupported_media_type), V(disk_full).
+    V(store_locked), V(store_corrupt), V(unsupported_media_type), V(disk_full), V(engine_error).
 """
 
 EXAMPLES = r"""
@@ -85,6 +92,11 @@ EXAMPLES = r"""
       - registry: registry.internal:5000
         username: deploy
         password: "{{ vault_registry_password }}"
+
+- name: Pre-warm the Docker Engine where the containers will run
+  dockyard.images.image_pull:
+    name: [redis:7, nginx:1.27]
+    store: docker
 
 - name: Pull the arm64 variant into a store of its own
   dockyard.images.image_pull:
@@ -113,7 +125,9 @@ images:
       type: str
       sample: sha256:5b1b3f5b8e5c1c6d2a9b4d4bd41e3c9c16bb4f5e3c5b7a1e0f1c2d3e4f5a6b7c
     manifest_digest:
-      description: The digest of the platform's image manifest.
+      description:
+        - The digest of the platform's image manifest.
+        - Null after a real pull on an engine, which does not report it.
       type: str
     id:
       description: The image id (digest of its config).
@@ -130,8 +144,11 @@ images:
       type: int
     layers:
       description:
-        - Each layer with its C(digest), C(size) and C(status), V(already_exists) or V(pull_complete),
-          or V(missing) for a layer an image that failed does not have.
+        - Each layer with its C(digest), C(id) (the first 12 hex digits, as C(docker pull) prints them), C(size) and
+          C(status), V(already_exists) or V(pull_complete), or V(missing) for a layer an image that failed does not have.
+        - After a real pull on an engine, C(digest) is null (the engine names layers by C(id) only) and C(size) is
+          what the engine reported downloading, null where it reported nothing.
+        - For an image an engine already held, the layers are its DiffIDs with their uncompressed sizes.
       type: list
       elements: dict
     downloaded_bytes:
@@ -156,7 +173,9 @@ reused_bytes:
   returned: always
   type: int
 store:
-  description: The store used, with its type and path.
+  description:
+    - The store used, with its C(type) (V(oci), V(docker) or V(podman)), and C(path) for the OCI store or
+      C(docker_host), C(engine_version) and C(api_version) for an engine.
   returned: always
   type: dict
   sample: {type: oci, path: /var/lib/dockyard/oci}
@@ -183,7 +202,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
 )
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import OciPuller, PullRequest
+from ansible_collections.dockyard.images.plugins.module_utils._pull import EnginePuller, OciPuller, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 
@@ -198,9 +217,10 @@ def run(module: AnsibleModule) -> dict:
     if params["concurrency"] < 1:
         raise DockyardError("invalid_argument", "concurrency must be 1 or more")
     requests = pull_requests(params)
-    store = store_from_params(params)
+    store = store_from_params(params, pool_size=params["concurrency"] + 2)
     client = registry_client(params, pool_size=params["concurrency"] + 2)
-    results = OciPuller(store, client, params["concurrency"], module.check_mode).pull(requests)
+    puller = OciPuller if store.name == "oci" else EnginePuller
+    results = puller(store, client, params["concurrency"], module.check_mode).pull(requests)
     images = [result.to_dict(text) for result, text in zip(results, params["name"])]
     for warning in client.warnings:
         module.warn(warning)
@@ -209,7 +229,7 @@ def run(module: AnsibleModule) -> dict:
         "images": images,
         "downloaded_bytes": sum(result.downloaded_bytes for result in results),
         "reused_bytes": sum(result.reused_bytes for result in results),
-        "store": {"type": store.name, "path": store.root},
+        "store": store.describe(),
         "rate_limit": client.rate_limit(),
         "diff": {
             "before": {r.request.reference.canonical: r.before for r in results},

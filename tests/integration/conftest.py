@@ -7,6 +7,7 @@ import pytest
 import requests
 import trustme
 
+from support.engines import DockerEngine, PodmanService
 from support.images import Image, Index, Pusher, make_layer, random_layer
 from support.proxy import FaultProxy
 from support.registry import PASSWORD, USER, RegistryServer
@@ -117,3 +118,26 @@ def token_registry(tmp_path_factory, test_ca, ca_file, corpus):
     yield server
     server.stop()
     issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    engine = DockerEngine(str(tmp_path_factory.mktemp("docker"))).start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def podman_engine(tmp_path_factory, registry, tls_registry, token_registry):
+    engine = PodmanService(str(tmp_path_factory.mktemp("podman")), [registry.host, tls_registry.host, token_registry.host]).start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(params=["docker", "podman"])
+def engine(request):
+    """Each real engine in turn, emptied before the test."""
+    found = request.getfixturevalue(f"{request.param}_engine")
+    found.remove_all_images()
+    found.kind = request.param
+    return found

@@ -53,7 +53,7 @@ def test_a_layer_two_images_of_one_call_need_is_fetched_once(registry, corpus, s
     mark = registry.mark()
     result = pull(registry, store, [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"])
     app, worker = result["images"]
-    assert app["layers"][0] == {"digest": corpus.base.digest, "size": corpus.base.size, "status": "pull_complete"}
+    assert app["layers"][0] == {"digest": corpus.base.digest, "id": corpus.base.digest[7:19], "size": corpus.base.size, "status": "pull_complete"}
     assert worker["layers"][0]["status"] == "already_exists"
     gets = blob_gets(registry.requests_since(mark))
     assert sum(corpus.base.digest in path for path in gets) == 1, gets

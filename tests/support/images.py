@@ -77,6 +77,7 @@ class Image:
             "created": self.created,
             "config": {"Labels": self.labels or None, "Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in self.layers]},
+            "history": [{"created": self.created, "created_by": f"COPY layer {n} /"} for n in range(len(self.layers))],
         }
         if self.variant:
             data["variant"] = self.variant

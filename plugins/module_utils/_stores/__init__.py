@@ -21,6 +21,12 @@ class LayerRecord:
     digest: str
     size: int
     media_type: str = ""
+    chain_id: str = ""  # engines keep layers by ChainID: the same content at another depth is another layer
+
+    @property
+    def key(self) -> str:
+        """What makes two layers one on disk."""
+        return self.chain_id or self.digest
 
 
 @dataclass
@@ -56,9 +62,16 @@ class ImageRecord:
             "platform": str(self.platform) if self.platform else None,
             "created": self.created,
             "size": self.size,
-            "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type} for layer in self.layers],
+            "layers": [_layer_dict(layer) for layer in self.layers],
             "containers": list(self.containers),
         }
+
+
+def _layer_dict(layer: LayerRecord) -> dict:
+    result = {"digest": layer.digest, "size": layer.size, "media_type": layer.media_type}
+    if layer.chain_id:
+        result["chain_id"] = layer.chain_id
+    return result
 
 
 def default_store_path() -> str:
@@ -68,10 +81,27 @@ def default_store_path() -> str:
     return os.path.join(base, "dockyard", "oci")
 
 
-def open_store(store: str = "auto", store_path: Optional[str] = None, lock_timeout: float = 60.0):
-    """The store a task works on; `auto` is the embedded OCI layout until engine stores exist."""
+def open_store(store: str = "auto", store_path: Optional[str] = None, docker_host: Optional[str] = None, timeout: float = 60.0, pool_size: int = 10):
+    """The store a task works on.
+
+    `auto` is the embedded OCI layout when store_path is given; otherwise the Docker or Podman
+    engine whose socket answers (docker_host, DOCKER_HOST, then the usual sockets), else the OCI layout.
+    """
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, default_docker_host
     from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
 
-    if store not in ("auto", "oci"):
+    if store == "oci" or (store == "auto" and store_path):
+        return OciStore(store_path or default_store_path(), lock_timeout=timeout)
+    if store in ("docker", "podman"):
+        engine = EngineStore(docker_host or default_docker_host(store), store, timeout, pool_size)
+        engine.kind = engine.client.info().name
+        return engine
+    if store != "auto":
         raise ValueError(f"unknown store {store!r}")
-    return OciStore(store_path or default_store_path(), lock_timeout=lock_timeout)
+    candidates = [docker_host] if docker_host else [default_docker_host("docker"), default_docker_host("podman")]
+    for host in dict.fromkeys(candidates):
+        engine = EngineStore(host, "docker", timeout, pool_size)
+        if engine.client.ping():
+            engine.kind = engine.client.info().name
+            return engine
+    return OciStore(default_store_path(), lock_timeout=timeout)

@@ -118,6 +118,9 @@ class OciStore:
         self.lock_timeout = lock_timeout
         self._private = os.path.join(self.root, ".dockyard")
 
+    def describe(self) -> dict:
+        return {"type": self.name, "path": self.root}
+
     # -- layout ----------------------------------------------------------------------------------
 
     def exists(self) -> bool:

@@ -1,0 +1,306 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Engine stores: the Docker Engine API (and Podman's compatible one) over a unix socket.
+
+A small transport adapter lets `requests` speak HTTP over the socket, so managed hosts need
+nothing but `requests`. The API version is negotiated once with /version.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import quote, unquote, urlsplit
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord
+
+try:
+    import requests
+    import urllib3
+    from requests.adapters import HTTPAdapter
+
+    class _UnixConnection(urllib3.connection.HTTPConnection):
+        def __init__(self, socket_path: str, *args, **kwargs):
+            self._socket_path = socket_path
+            super().__init__("localhost", *args, **kwargs)
+
+        def _new_conn(self):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
+            try:
+                sock.connect(self._socket_path)
+            except OSError as exc:
+                sock.close()
+                raise urllib3.exceptions.NewConnectionError(self, f"cannot connect to {self._socket_path}: {exc}") from None
+            return sock
+
+    class _UnixPool(urllib3.connectionpool.HTTPConnectionPool):
+        def __init__(self, socket_path: str, maxsize: int):
+            super().__init__("localhost", maxsize=maxsize)
+            self._socket_path = socket_path
+
+        def _new_conn(self):
+            return _UnixConnection(self._socket_path, timeout=self.timeout.connect_timeout)
+
+    class UnixSocketAdapter(HTTPAdapter):
+        """Sends every request of a session to one unix socket."""
+
+        def __init__(self, socket_path: str, pool_size: int = 10):
+            self._pool = _UnixPool(socket_path, pool_size)
+            super().__init__()
+
+        def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+            return self._pool
+
+        def get_connection(self, url, proxies=None):
+            return self._pool
+
+        def request_url(self, request, proxies):
+            return request.path_url
+
+        def close(self):
+            self._pool.close()
+            super().close()
+
+    HAS_REQUESTS = True
+except ImportError:  # pragma: no cover - reported by the modules with missing_required_lib
+    HAS_REQUESTS = False
+
+MAX_API_VERSION = (1, 45)
+ENGINE_URL = "http://docker-engine"
+DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def default_docker_host(store: str) -> str:
+    """DOCKER_HOST, else the engine's usual socket (Podman's for store: podman)."""
+    if store == "podman":
+        if os.geteuid() == 0:
+            return "unix:///run/podman/podman.sock"
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+        return f"unix://{runtime}/podman/podman.sock"
+    return os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_DOCKER_SOCKET}"
+
+
+def socket_path(docker_host: str) -> str:
+    parts = urlsplit(docker_host)
+    if parts.scheme != "unix" or not parts.path:
+        raise DockyardError("invalid_argument", f"docker_host {docker_host!r} is not supported; give a unix socket such as unix:///var/run/docker.sock")
+    return unquote(parts.path)
+
+
+def _version_tuple(text: str) -> tuple:
+    try:
+        return tuple(int(part) for part in str(text).split(".")[:2])
+    except ValueError:
+        return (1, 24)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    api_version: str
+    name: str  # "docker" or "podman"
+    version: str
+
+
+class EngineClient:
+    """The Engine API on one socket; every error is a DockyardError with the engine's message."""
+
+    def __init__(self, docker_host: str, timeout: float = 60.0, pool_size: int = 10):
+        self.docker_host = docker_host
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxies or netrc for a local socket
+        self.session.mount(ENGINE_URL, UnixSocketAdapter(socket_path(docker_host), pool_size))
+        self._info = None
+
+    def info(self) -> EngineInfo:
+        """Negotiate the API version (GET /version); cached."""
+        if self._info is None:
+            data = self._call("GET", "/version", versioned=False).json()
+            components = [c.get("Name", "") for c in data.get("Components") or []]
+            name = "podman" if any("podman" in c.lower() for c in components) else "docker"
+            server = _version_tuple(data.get("ApiVersion", "1.24"))
+            api = min(server, MAX_API_VERSION)
+            self._info = EngineInfo(f"{api[0]}.{api[1]}", name, str(data.get("Version", "")))
+        return self._info
+
+    def ping(self) -> bool:
+        try:
+            return self._call("GET", "/_ping", versioned=False, timeout=3).status_code == 200
+        except DockyardError:
+            return False
+
+    def _call(self, method: str, path: str, versioned: bool = True, ok=(200,), timeout=None, **kwargs):
+        prefix = f"/v{self.info().api_version}" if versioned else ""
+        try:
+            response = self.session.request(method, ENGINE_URL + prefix + path, timeout=timeout or (10, self.timeout), **kwargs)
+        except requests.exceptions.RequestException as exc:
+            raise DockyardError(
+                "unreachable", f"cannot talk to the engine at {self.docker_host}: {exc}; is it running, and may this user use its socket?"
+            ) from None
+        if response.status_code not in ok:
+            raise engine_error(response, f"{method} {path}")
+        return response
+
+    def get_json(self, path: str, params=None, ok=(200,)):
+        response = self._call("GET", path, params=params, ok=ok)
+        return response.json() if response.status_code == 200 else None
+
+    def inspect_image(self, name: str) -> Optional[dict]:
+        return self.get_json(f"/images/{quote(name, safe='/:@')}/json", ok=(200, 404))
+
+    def stream(self, method: str, path: str, params=None, headers=None):
+        """POST and yield each JSON object of a progress stream, read to its end without a read timeout."""
+        response = self._call(method, path, params=params, headers=headers, stream=True, timeout=(10, None))
+        with response:
+            for line in response.iter_lines():
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+
+
+def engine_error(response, what: str) -> DockyardError:
+    try:
+        message = (response.json() or {}).get("message") or response.text
+    except ValueError:
+        message = response.text
+    message = (message or "").strip()
+    if response.status_code == 404:
+        reason = "not_found"
+    elif response.status_code == 409:
+        reason = "in_use"
+    elif "unauthorized" in message.lower() or "authentication required" in message.lower():
+        reason = "unauthorized"
+    elif "denied" in message.lower():
+        reason = "denied"
+    elif "toomanyrequests" in message.lower() or "rate limit" in message.lower():
+        reason = "rate_limited"
+    else:
+        reason = "engine_error"
+    return DockyardError(reason, f"the engine refused {what} (HTTP {response.status_code}): {message}", engine_status=response.status_code)
+
+
+def chain_ids(diff_ids: list) -> list:
+    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    chains = []
+    for diff_id in diff_ids:
+        chains.append(diff_id if not chains else "sha256:" + hashlib.sha256(f"{chains[-1]} {diff_id}".encode()).hexdigest())
+    return chains
+
+
+def _layer_sizes(history: list, layer_count: int) -> list:
+    """Each layer's size from the engine's image history: entries map to layers oldest first."""
+    sizes = [entry.get("Size", 0) for entry in reversed(history or [])]
+    non_empty = [size for size in sizes if size]
+    if len(non_empty) == layer_count:
+        return non_empty
+    if len(sizes) == layer_count:
+        return sizes
+    return (non_empty + [0] * layer_count)[:layer_count]
+
+
+class EngineStore:
+    """Images where containers run: Docker Engine or Podman, over the Engine API."""
+
+    def __init__(self, docker_host: str, kind: str, timeout: float = 60.0, pool_size: int = 10):
+        self.client = EngineClient(docker_host, timeout, pool_size)
+        self.kind = kind
+        self.root = docker_host
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def describe(self) -> dict:
+        info = self.client.info()
+        return {"type": self.kind, "docker_host": self.root, "engine_version": info.version, "api_version": info.api_version}
+
+    def containers_by_image(self) -> dict:
+        """Image id → containers using it, running or stopped."""
+        users = {}
+        for container in self.client.get_json("/containers/json", params={"all": "1"}) or []:
+            names = [name.lstrip("/") for name in container.get("Names") or []]
+            users.setdefault(full_image_id(container.get("ImageID", "")), []).append(
+                {"id": container.get("Id", "")[:12], "name": names[0] if names else "", "state": container.get("State", "")}
+            )
+        return users
+
+    def record_for(self, inspect: dict, tag: Optional[str], containers: dict) -> ImageRecord:
+        diff_ids = list((inspect.get("RootFS") or {}).get("Layers") or [])
+        history = self.client.get_json(f"/images/{inspect['Id']}/history") or []
+        sizes = _layer_sizes(history, len(diff_ids))
+        reference = _parse_or_none(tag) if tag else None
+        repo_digest = _repo_digest_for(reference, inspect.get("RepoDigests") or [])
+        platform = Platform.from_descriptor(
+            {"os": inspect.get("Os", ""), "architecture": inspect.get("Architecture", ""), "variant": inspect.get("Variant", "")}
+        )
+        return ImageRecord(
+            reference=reference,
+            id=full_image_id(inspect["Id"]),
+            digest=repo_digest,
+            manifest_digest=None,
+            platform=platform,
+            created=inspect.get("Created"),
+            layers=[LayerRecord(diff_id, size, "", chain) for diff_id, size, chain in zip(diff_ids, sizes, chain_ids(diff_ids))],
+            config_size=0,
+            containers=list(containers.get(full_image_id(inspect["Id"]), [])),
+            ref_name=tag,
+        )
+
+    def images(self) -> list:
+        containers = self.containers_by_image()
+        records = []
+        for summary in self.client.get_json("/images/json") or []:
+            inspect = self.client.inspect_image(summary["Id"])
+            if inspect is None:
+                continue  # removed meanwhile
+            tags = [t for t in summary.get("RepoTags") or [] if t and t != "<none>:<none>"] or [None]
+            records.extend(self.record_for(inspect, tag, containers) for tag in tags)
+        return records
+
+    def find(self, reference: Reference) -> Optional[dict]:
+        """The engine's inspect output for a reference, or None."""
+        return self.client.inspect_image(reference.canonical if reference.digest else reference.familiar)
+
+    def present_chain_ids(self) -> set:
+        """ChainIDs of every layer the engine holds, to predict what a pull reuses."""
+        held = set()
+        for summary in self.client.get_json("/images/json", params={"all": "1"}) or []:
+            inspect = self.client.inspect_image(summary["Id"]) or {}
+            held.update(chain_ids(list((inspect.get("RootFS") or {}).get("Layers") or [])))
+        return held
+
+
+def inspect_platform(inspect: dict) -> Optional[Platform]:
+    """The platform of an image from the engine's inspect output."""
+    return Platform.from_descriptor({"os": inspect.get("Os", ""), "architecture": inspect.get("Architecture", ""), "variant": inspect.get("Variant", "")})
+
+
+def full_image_id(image_id: str) -> str:
+    return image_id if ":" in image_id or not image_id else f"sha256:{image_id}"
+
+
+def _parse_or_none(text: str) -> Optional[Reference]:
+    try:
+        return parse_reference(text)
+    except DockyardError:
+        return None
+
+
+def _repo_digest_for(reference: Optional[Reference], repo_digests: list) -> Optional[str]:
+    for entry in repo_digests:
+        name, _sep, digest = entry.rpartition("@")
+        if reference is not None and _parse_or_none(name) is not None and _parse_or_none(name).name == reference.name:
+            return digest
+    return repo_digests[0].rpartition("@")[2] if repo_digests else None
