@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, RegistryOptions
+from ansible_collections.dockyard.images.plugins.module_utils._registry import HAS_REQUESTS, REQUESTS_IMPORT_ERROR, RegistryClient, RegistryOptions
 from ansible_collections.dockyard.images.plugins.module_utils._stores import open_store
 
 
@@ -77,3 +77,17 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
 
 def store_from_params(params: dict, pool_size: int = 10):
     return open_store(params["store"], params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)
+
+
+def run_and_exit(module, work) -> None:
+    """Exit `module` with what `work()` returns, or fail it with the error's message and reason."""
+    if not HAS_REQUESTS:
+        module.fail_json(
+            msg="the Python library requests is needed on the managed host: install python3-requests or pip install requests",
+            reason="invalid_argument",
+            exception=REQUESTS_IMPORT_ERROR,
+        )
+    try:
+        module.exit_json(**work())
+    except DockyardError as exc:
+        module.fail_json(**exc.to_result())

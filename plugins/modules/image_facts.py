@@ -175,12 +175,13 @@ ansible_facts:
 
 import json
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
     merged_spec,
     registry_argument_spec,
     registry_client,
+    run_and_exit,
     store_argument_spec,
     store_from_params,
 )
@@ -188,7 +189,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 
 
 def local_facts(params: dict) -> dict:
@@ -274,12 +274,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR, reason="invalid_argument")
-    try:
-        module.exit_json(**(remote_facts(module.params) if module.params["remote"] else local_facts(module.params)))
-    except DockyardError as exc:
-        module.fail_json(**exc.to_result())
+    run_and_exit(module, lambda: remote_facts(module.params) if module.params["remote"] else local_facts(module.params))
 
 
 if __name__ == "__main__":

@@ -191,12 +191,13 @@ reason:
   sample: not_found
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
     merged_spec,
     registry_argument_spec,
     registry_client,
+    run_and_exit,
     store_argument_spec,
     store_from_params,
 )
@@ -204,7 +205,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._pull import EnginePuller, OciPuller, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 
 
 def pull_requests(params: dict) -> list:
@@ -258,12 +258,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR, reason="invalid_argument")
-    try:
-        module.exit_json(**run(module))
-    except DockyardError as exc:
-        module.fail_json(**exc.to_result())
+    run_and_exit(module, lambda: run(module))
 
 
 if __name__ == "__main__":

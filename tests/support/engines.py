@@ -11,7 +11,7 @@ import socket
 import subprocess
 from typing import Optional
 
-from support.registry import wait_for
+from support.registry import stop_process, wait_for
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -29,6 +29,10 @@ class Engine:
     """What the tests ask an engine directly, independent of the collection's own client."""
 
     socket_path: str
+    process = None
+
+    def stop(self) -> None:
+        stop_process(self.process)
 
     @property
     def docker_host(self) -> str:
@@ -84,14 +88,6 @@ class DockerEngine(Engine):
         wait_for(lambda: os.path.exists(self.socket_path) and self.ping(), timeout=60, what="dockerd")
         return self
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
 
 class PodmanService(Engine):
     """`podman system service` with its own root, vfs storage, and the test registries as insecure."""
@@ -123,11 +119,3 @@ class PodmanService(Engine):
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         wait_for(lambda: os.path.exists(self.socket_path) and self.ping(), timeout=60, what="podman system service")
         return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()

@@ -38,6 +38,17 @@ def wait_for(check, timeout: float = 20.0, what: str = "service") -> None:
     raise RuntimeError(f"{what} did not become ready in {timeout} s: {last}")
 
 
+def stop_process(process, grace: float = 30) -> None:
+    """Terminate a service the tests started, killing it if it will not stop."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class RegistryServer:
     """`docker-registry serve` with its own storage; the access log is kept for assertions."""
 
@@ -76,12 +87,7 @@ class RegistryServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, 10)
 
     def requests_seen(self) -> list:
         """(method, path, status) for every request in the access log so far."""

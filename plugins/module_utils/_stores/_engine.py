@@ -271,7 +271,7 @@ class EngineStore:
 
     def find(self, reference: Reference) -> Optional[dict]:
         """The engine's inspect output for a reference, or None."""
-        return self.client.inspect_image(reference.canonical if reference.digest else reference.familiar)
+        return self.client.inspect_image(reference.canonical)
 
     def present_chain_ids(self) -> set:
         """ChainIDs of every layer the engine holds, to predict what a pull reuses."""

@@ -104,6 +104,10 @@ class PartialBlob:
     def digest(self) -> str:
         return f"{self._hash.name}:{self._hash.hexdigest()}"
 
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
 
@@ -188,16 +192,19 @@ class OciStore:
             return PartialBlob(os.path.join(self._private, "partial", f"{digest.split(':')[0]}-{encoded}"), digest)
 
     def commit_partial(self, partial: PartialBlob, digest: str) -> None:
-        """Move a verified partial download into blobs/."""
+        """Move a verified partial download into blobs/, durably."""
+        target = self.blob_path(digest)
         with _os_errors(f"storing blob {digest} in {self.root}"):
-            partial._file.flush()
-            os.fsync(partial._file.fileno())
-            os.replace(partial.path, self.blob_path(digest))
+            partial.sync()
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(partial.path, target)
+            _fsync_dir(os.path.dirname(target))
         partial.close()
 
     def _write_file(self, path: str, data: bytes) -> None:
         folder = os.path.dirname(path)
         with _os_errors(f"writing {path}"):
+            os.makedirs(folder, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as handle:
