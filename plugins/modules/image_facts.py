@@ -189,6 +189,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import select_all
 
 
 def local_facts(params: dict) -> dict:
@@ -196,13 +197,7 @@ def local_facts(params: dict) -> dict:
     records = store.images()
     missing = []
     if params["name"]:
-        selected = []
-        for text in params["name"]:
-            matches = _matching(records, text)
-            if not matches:
-                missing.append(text)
-            selected.extend(record for record in matches if record not in selected)
-        records = selected
+        records, missing = select_all(records, params["name"])
     sharing = sharing_by_image(records)
     images = []
     for record in records:
@@ -212,14 +207,6 @@ def local_facts(params: dict) -> dict:
         images.append(image)
     facts = {"store": store.describe(), "images": images, "summary": sharing_summary(records)}
     return dict(facts, missing=missing, changed=False, ansible_facts={"dockyard_images": facts})
-
-
-def _matching(records: list, text: str) -> list:
-    bare = text[len("sha256:") :] if text.startswith("sha256:") else text
-    if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
-        return [r for r in records if r.id.split(":", 1)[-1].startswith(bare)]
-    canonical = parse_reference(text).canonical
-    return [r for r in records if r.reference is not None and r.reference.canonical == canonical]
 
 
 def remote_facts(params: dict) -> dict:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class ImageRecord:
     config_size: int = 0
     containers: list = field(default_factory=list)
     ref_name: Optional[str] = None
+    handle: Any = field(default=None, repr=False, compare=False)  # the backend's own entry for this image
 
     @property
     def size(self) -> int:
@@ -72,6 +73,107 @@ def _layer_dict(layer: LayerRecord) -> dict:
     if layer.chain_id:
         result["chain_id"] = layer.chain_id
     return result
+
+
+def select_images(records: list, text: str) -> list:
+    """The records a name means: a reference (every platform of it), or an image id or its prefix."""
+    bare = text[len("sha256:") :] if text.startswith("sha256:") else text
+    if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
+        return [r for r in records if r.id.split(":", 1)[-1].startswith(bare)]
+    canonical = parse_reference(text).canonical
+    return [r for r in records if r.reference is not None and r.reference.canonical == canonical]
+
+
+def select_all(records: list, names: list) -> tuple:
+    """(records any of `names` means, in store order; names that mean none)."""
+    chosen, missing = [], []
+    for text in names:
+        matches = select_images(records, text)
+        if not matches:
+            missing.append(text)
+        chosen.extend(record for record in matches if not any(record is c for c in chosen))
+    return chosen, missing
+
+
+@dataclass
+class RemovalPlan:
+    """What a removal does: the same plan serves check mode and the real run."""
+
+    targets: list  # ImageRecords whose tags go
+    remaining: list  # ImageRecords that stay
+    missing: list = field(default_factory=list)
+    in_use: list = field(default_factory=list)  # ImageRecords kept because containers use them (keep mode)
+    deleted_layers: list = field(default_factory=list)  # LayerRecords deleted from disk
+    kept_layers: list = field(default_factory=list)  # (LayerRecord, [names of remaining images using it])
+    deleted_blobs: dict = field(default_factory=dict)  # digest → size, everything the store deletes
+
+    @property
+    def untagged(self) -> list:
+        return [label(record) for record in self.targets]
+
+    @property
+    def deleted_images(self) -> list:
+        left = {record.id for record in self.remaining}
+        return list(dict.fromkeys(record.id for record in self.targets if record.id not in left))
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(self.deleted_blobs.values())
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.targets or self.deleted_blobs)
+
+    def to_dict(self) -> dict:
+        return {
+            "changed": self.changed,
+            "untagged": self.untagged,
+            "deleted_images": self.deleted_images,
+            "deleted_layers": [{"digest": layer.key, "size": layer.size} for layer in self.deleted_layers],
+            "kept_layers": [{"digest": layer.key, "size": layer.size, "images": names} for layer, names in self.kept_layers],
+            "kept_in_use": [{"image": label(record), "containers": list(record.containers)} for record in self.in_use],
+            "bytes_freed": self.bytes_freed,
+            "missing": list(self.missing),
+        }
+
+
+def label(record: ImageRecord) -> str:
+    return record.reference.familiar if record.reference else (record.ref_name or record.id)
+
+
+def plan_targets(records: list, names: Optional[list], keep: Optional[list]) -> tuple:
+    """(targets, remaining, missing, kept in use) for `name` or for `keep` (everything else, unless in use)."""
+    if keep is not None:
+        kept, missing = select_all(records, keep)
+        candidates = [r for r in records if not any(r is k for k in kept)]
+        in_use = [r for r in candidates if r.containers]
+        targets = [r for r in candidates if not r.containers]
+    else:
+        targets, missing = select_all(records, names or [])
+        in_use = []
+    remaining = [r for r in records if not any(r is t for t in targets)]
+    return targets, remaining, missing, in_use
+
+
+def layer_fate(targets: list, remaining: list, deleted_keys: set) -> tuple:
+    """(layers of the removed images that are deleted, those kept because remaining images use them)."""
+    users = {}
+    for record in remaining:
+        for layer in record.layers:
+            users.setdefault(layer.key, [])
+            if label(record) not in users[layer.key]:
+                users[layer.key].append(label(record))
+    deleted, kept, seen = [], [], set()
+    for record in targets:
+        for layer in record.layers:
+            if layer.key in seen:
+                continue
+            seen.add(layer.key)
+            if layer.key in users:
+                kept.append((layer, users[layer.key]))
+            elif layer.key in deleted_keys:
+                deleted.append(layer)
+    return deleted, kept
 
 
 def default_store_path() -> str:

@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, label, layer_fate, plan_targets
 
 try:
     import requests
@@ -256,6 +256,7 @@ class EngineStore:
             config_size=0,
             containers=list(containers.get(full_image_id(inspect["Id"]), [])),
             ref_name=tag,
+            handle=inspect,
         )
 
     def images(self) -> list:
@@ -269,6 +270,36 @@ class EngineStore:
             records.extend(self.record_for(inspect, tag, containers) for tag in tags)
         return records
 
+    def plan_removal(self, names: Optional[list], keep: Optional[list], force: bool) -> RemovalPlan:
+        """Which tags go, which images and layers the engine then deletes; refuses images in use."""
+        records = self.images()
+        targets, remaining, missing, in_use = plan_targets(records, names, keep)
+        left = {record.id for record in remaining}
+        busy = [record for record in targets if record.containers and record.id not in left]
+        if busy and not force:
+            raise DockyardError(
+                "in_use",
+                "; ".join(f"{label(record)} is used by containers {_describe(record.containers)}" for record in busy)
+                + "; remove those containers first, or set force: true",
+                containers=[dict(container, image=label(record)) for record in busy for container in record.containers],
+            )
+        still_used = {layer.key for record in remaining for layer in record.layers}
+        deleted = {}
+        for record in targets:
+            if record.id not in left:
+                deleted.update({layer.key: layer.size for layer in record.layers if layer.key not in still_used})
+        deleted_layers, kept_layers = layer_fate(targets, remaining, set(deleted))
+        return RemovalPlan(targets, remaining, missing, in_use, deleted_layers, kept_layers, deleted)
+
+    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool) -> RemovalPlan:
+        plan = self.plan_removal(names, keep, force)
+        if check_mode:
+            return plan
+        for record in plan.targets:
+            params = {"force": "1" if force else "0", "noprune": "0" if prune else "1"}
+            self.client._call("DELETE", f"/images/{quote(record.ref_name or record.id, safe='/:@')}", params=params, ok=(200, 404))
+        return plan
+
     def find(self, reference: Reference) -> Optional[dict]:
         """The engine's inspect output for a reference, or None."""
         return self.client.inspect_image(reference.canonical)
@@ -280,6 +311,10 @@ class EngineStore:
             inspect = self.client.inspect_image(summary["Id"]) or {}
             held.update(chain_ids(list((inspect.get("RootFS") or {}).get("Layers") or [])))
         return held
+
+
+def _describe(containers: list) -> str:
+    return ", ".join("{} ({}, {})".format(c["name"], c["id"], c["state"]) for c in containers)
 
 
 def inspect_platform(inspect: dict) -> Optional[Platform]:

@@ -27,7 +27,7 @@ from typing import Optional
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -44,6 +44,12 @@ _DOCKER_TO_OCI = {
     "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
 }
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+_WALKED_TYPES = (
+    OCI_MANIFEST,
+    OCI_INDEX,
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
 
 
 def _split_digest(digest: str) -> tuple:
@@ -306,6 +312,7 @@ class OciStore:
             layers=[LayerRecord(layer["digest"], int(layer["size"]), layer.get("mediaType", "")) for layer in manifest.get("layers") or []],
             config_size=int(config.get("size") or 0),
             ref_name=annotations.get(REF_NAME),
+            handle=entry,
         )
 
     def images(self) -> list:
@@ -318,6 +325,65 @@ class OciStore:
             return False
         blobs = [manifest.get("config") or {}, *list(manifest.get("layers") or [])]
         return all(self.has_blob(b.get("digest", ""), b.get("size")) for b in blobs)
+
+    # -- removal ---------------------------------------------------------------------------------
+
+    def reachable(self, entries: list) -> set:
+        """Every blob the index.json entries need: manifests, configs, layers, nested indexes,
+        and the registry's own manifest and index kept beside them (but not what those list)."""
+        found = set()
+        queue = [(entry.get("digest", ""), entry.get("mediaType", "")) for entry in entries]
+        for entry in entries:
+            annotations = entry.get("annotations") or {}
+            found.update(d for d in (annotations.get(REGISTRY_DIGEST), annotations.get(REGISTRY_MANIFEST_DIGEST)) if d)
+        walked = set()
+        while queue:
+            digest, media_type = queue.pop()
+            found.add(digest)
+            if media_type not in _WALKED_TYPES or digest in walked:
+                continue
+            walked.add(digest)
+            data = self._json_blob(digest, required=False) or {}
+            children = [data.get("config") or {}, *(data.get("layers") or []), *(data.get("manifests") or [])]
+            queue.extend((child.get("digest", ""), child.get("mediaType", "")) for child in children if child.get("digest"))
+        return found
+
+    def blobs_on_disk(self) -> dict:
+        """digest → size of every committed blob."""
+        found = {}
+        blobs = os.path.join(self.root, "blobs")
+        for algorithm in os.listdir(blobs) if os.path.isdir(blobs) else ():
+            folder = os.path.join(blobs, algorithm)
+            for name in os.listdir(folder):
+                if algorithm in _HASHES and not name.startswith("."):
+                    found[f"{algorithm}:{name}"] = os.path.getsize(os.path.join(folder, name))
+        return found
+
+    def plan_removal(self, names: Optional[list], keep: Optional[list], prune: bool) -> RemovalPlan:
+        records = self.images()
+        targets, remaining, missing, in_use = plan_targets(records, names, keep)
+        gone = [record.handle for record in targets]
+        needed = self.reachable([entry for entry in self.entries() if entry not in gone])
+        deleted = {digest: size for digest, size in self.blobs_on_disk().items() if digest not in needed} if prune else {}
+        deleted_layers, kept_layers = layer_fate(targets, remaining, set(deleted))
+        return RemovalPlan(targets, remaining, missing, in_use, deleted_layers, kept_layers, deleted)
+
+    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool) -> RemovalPlan:
+        """Untag, then delete the blobs nothing needs any more, holding the store's exclusive lock.
+        `force` changes nothing here: no container runs from this store."""
+        if check_mode or not self.exists():
+            return self.plan_removal(names, keep, prune)
+        with self.gc_lock():
+            plan = self.plan_removal(names, keep, prune)
+            if plan.targets:
+                gone = [record.handle for record in plan.targets]
+                with self._lock("index.lock", fcntl.LOCK_EX):
+                    kept = [entry for entry in self.entries() if entry not in gone]
+                    self._write_file(os.path.join(self.root, "index.json"), _index_bytes(kept))
+            for digest in plan.deleted_blobs:
+                with _os_errors(f"deleting blob {digest} from {self.root}"), contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.blob_path(digest))
+        return plan
 
     def _json_blob(self, digest: str, required: bool = True) -> Optional[dict]:
         try:

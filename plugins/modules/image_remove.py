@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_remove
+short_description: Remove images safely, counting only the bytes really freed
+version_added: 0.1.0
+description:
+  - Removes images from the host's store by reference or id, or every image not listed in O(keep).
+  - As with C(docker rmi), removing a tag that other tags share only untags; removing the last tag deletes the image;
+    layers other images still use stay, and are reported in RV(kept_layers). RV(bytes_freed) counts only what is
+    really deleted, never a shared layer.
+  - On an engine, an image that a container uses (running or stopped) is refused with reason V(in_use), naming the
+    containers, before anything is deleted, unless O(force=true).
+  - In the OCI store the removal holds the store's exclusive lock, so a concurrent pull cannot lose blobs to it.
+author:
+  - Dockyard Images Maintainers (@dockyard)
+extends_documentation_fragment:
+  - dockyard.images.store
+  - dockyard.images.attributes
+  - dockyard.images.attributes.actiongroup_images
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Check mode computes the same plan as a real run, the in-use check included, and deletes nothing.
+  diff_mode:
+    support: full
+    details:
+      - The diff lists the images before and after.
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - References (every platform of a tag) or image ids (or a prefix of at least 12 hex digits) to remove.
+      - Names the store does not hold are listed in RV(missing); removing them changes nothing.
+    type: list
+    elements: str
+  keep:
+    description:
+      - Remove every image except these references or ids, and except images containers use.
+    type: list
+    elements: str
+  force:
+    description:
+      - Remove images even when containers use them (engines only; the containers keep running on the image they have).
+    type: bool
+    default: false
+  prune:
+    description:
+      - Delete the blobs (OCI store) that no remaining image needs. With V(false) the OCI store only untags; an engine is
+        asked not to delete untagged parent images.
+    type: bool
+    default: true
+seealso:
+  - module: dockyard.images.image_facts
+  - module: dockyard.images.image_pull
+notes:
+  - Failures carry RV(reason), such as V(in_use), V(invalid_reference), V(store_locked) or V(engine_error).
+"""
+
+EXAMPLES = r"""
+---
+- name: Remove an old release
+  dockyard.images.image_remove:
+    name:
+      - registry.example.com/team/api:2.3.0
+      - registry.example.com/team/worker:2.3.0
+
+- name: Keep only what the next release needs, never what is running
+  dockyard.images.image_remove:
+    keep: "{{ release_images }}"
+    store: docker
+  register: cleanup
+
+- name: Say what that freed
+  ansible.builtin.debug:
+    msg: "{{ cleanup.bytes_freed }} bytes freed; kept in use: {{ cleanup.kept_in_use | map(attribute='image') }}"
+"""
+
+RETURN = r"""
+untagged:
+  description: The references removed (or ids, for untagged images).
+  returned: always
+  type: list
+  elements: str
+deleted_images:
+  description: Ids of the images deleted, because their last tag went.
+  returned: always
+  type: list
+  elements: str
+deleted_layers:
+  description: Layers deleted from disk, with C(digest) (a ChainID on engines) and C(size).
+  returned: always
+  type: list
+  elements: dict
+kept_layers:
+  description: Layers of removed images kept because remaining images use them, with those C(images).
+  returned: always
+  type: list
+  elements: dict
+kept_in_use:
+  description: With O(keep), images not kept but left because containers use them, with the C(containers).
+  returned: always
+  type: list
+  elements: dict
+bytes_freed:
+  description:
+    - Bytes deleted from disk (compressed blobs in the OCI store, layer sizes on an engine). Shared layers never count.
+  returned: always
+  type: int
+missing:
+  description: Names the store does not hold.
+  returned: always
+  type: list
+  elements: str
+store:
+  description: The store used.
+  returned: always
+  type: dict
+containers:
+  description: With reason V(in_use), the containers that block the removal, each with C(image), C(id), C(name) and C(state).
+  returned: failure
+  type: list
+  elements: dict
+reason:
+  description: Why the task failed, when it did.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dockyard.images.plugins.module_utils._args import merged_spec, run_and_exit, store_argument_spec, store_from_params
+from ansible_collections.dockyard.images.plugins.module_utils._stores import label
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    store = store_from_params(params)
+    plan = store.remove(params["name"], params["keep"], params["prune"], params["force"], module.check_mode)
+    result = plan.to_dict()
+    result["store"] = store.describe()
+    result["diff"] = {
+        "before": sorted(label(record) for record in plan.targets + plan.remaining),
+        "after": sorted(label(record) for record in plan.remaining),
+    }
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=merged_spec(
+            {
+                "name": {"type": "list", "elements": "str"},
+                "keep": {"type": "list", "elements": "str"},
+                "force": {"type": "bool", "default": False},
+                "prune": {"type": "bool", "default": True},
+            },
+            store_argument_spec,
+        ),
+        mutually_exclusive=[("name", "keep")],
+        required_one_of=[("name", "keep")],
+        supports_check_mode=True,
+    )
+    run_and_exit(module, lambda: run(module))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""image_remove: untag or delete like docker rmi, keep what others share, count only real bytes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from support.ansible import run_module
+
+
+def remove(store_args, check=False, **options):
+    return run_module("image_remove", dict(store_args, **options), check=check, diff=True)
+
+
+@pytest.fixture
+def oci(store):
+    return {"store": "oci", "store_path": store}
+
+
+def blob_files(store):
+    folder = os.path.join(store, "blobs", "sha256")
+    return {name: os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)}
+
+
+def test_removing_one_of_two_images_keeps_the_shared_base_and_frees_only_its_own_blobs(registry, corpus, oci, store):
+    app, worker = f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"
+    run_module("image_pull", {"name": [app, worker], "store_path": store})
+    before = blob_files(store)
+    predicted = remove(oci, check=True, name=[app])
+    assert blob_files(store) == before, "check mode deleted nothing"
+    result = remove(oci, name=[app])
+    after = blob_files(store)
+    freed = {name: size for name, size in before.items() if name not in after}
+    own = {corpus.app.layers[1].digest, corpus.app.id, corpus.app.digest}
+    assert {f"sha256:{name}" for name in freed} >= own
+    assert result["bytes_freed"] == sum(freed.values())
+    assert result["untagged"] == [app] and result["deleted_images"] == [corpus.app.id]
+    assert [layer["digest"] for layer in result["deleted_layers"]] == [corpus.app.layers[1].digest]
+    assert result["kept_layers"] == [{"digest": corpus.base.digest, "size": corpus.base.size, "images": [worker]}]
+    assert corpus.base.digest.split(":")[1] in after
+    for key in ("untagged", "deleted_images", "deleted_layers", "kept_layers", "bytes_freed", "changed", "diff"):
+        assert predicted[key] == result[key], key
+    assert result["diff"] == {"before": sorted([app, worker]), "after": [worker]}
+    facts = run_module("image_facts", {"store_path": store})
+    assert [image["reference"] for image in facts["images"]] == [worker]
+    again = remove(oci, name=[app])
+    assert again["changed"] is False and again["missing"] == [app] and again["bytes_freed"] == 0
+
+
+def test_removing_one_of_two_tags_of_an_image_only_untags(registry, corpus, oci, store):
+    from support.images import Pusher
+
+    Pusher(registry.url).image("team/app", "also", corpus.app)
+    run_module("image_pull", {"name": [f"{registry.host}/team/app:1", f"{registry.host}/team/app:also"], "store_path": store})
+    result = remove(oci, name=[f"{registry.host}/team/app:also"])
+    assert result["untagged"] == [f"{registry.host}/team/app:also"]
+    assert result["deleted_images"] == [] and result["deleted_layers"] == [] and result["bytes_freed"] == 0
+    assert run_module("image_pull", {"name": [f"{registry.host}/team/app:1"], "store_path": store})["changed"] is False
+
+
+def test_keep_removes_everything_else_and_a_multi_platform_tag_loses_only_what_is_its_own(registry, corpus, oci, store):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/multi:1"]
+    run_module("image_pull", {"name": names, "store_path": store})
+    run_module("image_pull", {"name": [names[2]], "store_path": store, "platform": "linux/arm64"})
+    result = remove(oci, keep=[names[1]])
+    assert sorted(result["untagged"]) == sorted([names[0], names[2], names[2]])
+    assert result["kept_in_use"] == []
+    left = blob_files(store)
+    assert corpus.base.digest.split(":")[1] in left
+    assert corpus.multi.digest.split(":")[1] not in left and corpus.arm64.digest.split(":")[1] not in left
+    assert run_module("image_pull", {"name": [names[1]], "store_path": store})["changed"] is False
+
+
+@pytest.fixture
+def engine_args(engine):
+    return {"store": engine.kind, "docker_host": engine.docker_host}
+
+
+def df_layers_size(engine):
+    return engine.api("GET", "/system/df")[1]["LayersSize"]
+
+
+def test_engine_removal_keeps_the_shared_base_and_frees_the_image_own_layer(engine, engine_args, registry, corpus):
+    app, worker = f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"
+    run_module("image_pull", dict(engine_args, name=[app, worker]))
+    predicted = remove(engine_args, check=True, name=[app])
+    assert engine.inspect(app) is not None
+    result = remove(engine_args, name=[app])
+    assert engine.inspect(app) is None and engine.inspect(worker) is not None
+    assert result["deleted_images"] == [corpus.app.id]
+    assert [layer["digest"] for layer in result["kept_layers"]] == [corpus.base.diff_id]
+    assert len(result["deleted_layers"]) == 1
+    for key in ("untagged", "deleted_images", "deleted_layers", "kept_layers", "bytes_freed", "diff"):
+        assert predicted[key] == result[key], key
+
+
+def test_docker_bytes_freed_equal_what_docker_system_df_loses(docker_engine, registry, corpus):
+    docker_engine.remove_all_images()
+    args = {"store": "docker", "docker_host": docker_engine.docker_host}
+    run_module("image_pull", dict(args, name=[f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]))
+    before = df_layers_size(docker_engine)
+    result = remove(args, name=[f"{registry.host}/team/app:1"])
+    assert result["bytes_freed"] == before - df_layers_size(docker_engine) > 0
+
+
+def test_an_image_a_container_uses_is_refused_and_named_unless_forced(engine, engine_args, registry, corpus):
+    app, worker = f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"
+    run_module("image_pull", dict(engine_args, name=[app, worker]))
+    engine.create_container(app, "busy-app")
+    predicted = remove(engine_args, check=True, name=[worker, app])
+    refused = remove(engine_args, name=[worker, app])
+    for outcome in (predicted, refused):
+        assert outcome["failed"] and outcome["reason"] == "in_use", outcome
+        assert "busy-app" in outcome["msg"] and "team/app" in outcome["msg"]
+        assert [(c["name"], c["state"], c["image"]) for c in outcome["containers"]] == [("busy-app", "created", app)]
+    assert engine.inspect(worker) is not None, "nothing was removed"
+
+    kept = remove(engine_args, keep=[])
+    assert kept["untagged"] == [worker]
+    assert kept["kept_in_use"] == [{"image": app, "containers": kept["kept_in_use"][0]["containers"]}]
+    assert engine.inspect(app) is not None
+
+    forced = remove(engine_args, name=[app], force=True)
+    assert forced["changed"] is True and engine.inspect(app) is None
