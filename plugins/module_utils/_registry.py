@@ -61,6 +61,7 @@ SCHEMA1_TYPES = (
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 CHUNK = 1024 * 1024
 DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
+DOCKER_HUB_INDEX = "https://index.docker.io"
 RETRYABLE_STATUS = frozenset((408, 499, 500, 502, 503, 504, 522))
 USER_AGENT = "dockyard.images"
 
@@ -430,6 +431,8 @@ class Registry:
         upstream = Endpoint(session, base, netloc, credential, options, domain in options.insecure_registries, _is_loopback(domain))
         self.endpoints = [self._mirror(session, url) for url in options.mirrors.get(domain, ())] + [upstream]
         self.upstream = upstream
+        # Docker Hub searches on its index host; any other registry may answer /v1/search itself.
+        self.index = Endpoint(session, DOCKER_HUB_INDEX, "index.docker.io", credential, options, False, False) if domain == "docker.io" else upstream
         self.warnings = []
 
     def _mirror(self, session, url: str) -> Endpoint:
@@ -587,6 +590,20 @@ class Registry:
 
     def list_tags(self, reference: Reference, page_size: int = 1000) -> list:
         return self._paginate(f"/v2/{reference.path}/tags/list", "tags", _pull_scope(reference), f"listing tags of {reference.familiar}", page_size)
+
+    def search(self, term: str, limit: int) -> Optional[list]:
+        """Results of the v1 search endpoint (as docker search uses it), or None when there is none."""
+        response = self.index.request(
+            "GET", "/v1/search", scope="", what=f"searching {self.domain} for {term!r}", params={"q": term, "n": limit}, ok=(200, 404, 405)
+        )
+        with response:
+            if response.status_code != 200:
+                return None
+            try:
+                results = (response.json() or {}).get("results")
+            except ValueError:
+                return None
+        return [item for item in results if isinstance(item, dict)] if isinstance(results, list) else None
 
     def catalog(self, page_size: int = 1000) -> list:
         return self._paginate("/v2/_catalog", "repositories", "registry:catalog:*", f"listing repositories of {self.domain}", page_size)
