@@ -81,3 +81,68 @@ def _names_by_id(images: list) -> dict:
         if label not in names[image.id]:
             names[image.id].append(label)
     return names
+
+
+def fleet_layer_report(facts_by_host: dict) -> dict:
+    """Layer sharing across hosts, from each host's `dockyard_images` facts (plain dicts).
+
+    Per layer: its size, the images that use it and the hosts that hold it. Per host and fleet-wide:
+    logical bytes (the sum of image sizes), physical bytes (each layer once per host), bytes saved by
+    sharing and shared layers. Per image: the hosts that hold it and those that lack it. The fleet's
+    physical bytes add up the hosts' disks; `unique_bytes` counts each layer once in the whole fleet.
+    """
+    layer_size, layer_images, layer_hosts = {}, {}, {}
+    image_info, image_hosts = {}, {}
+    hosts = {}
+    all_hosts = sorted(facts_by_host)
+    for host in all_hosts:
+        facts = facts_by_host[host] or {}
+        host_layers, host_users, configs, logical = {}, {}, {}, 0
+        for image in facts.get("images") or []:
+            name = image.get("reference") or image.get("id")
+            size = image.get("size") or 0
+            logical += size
+            image_layers = image.get("layers") or []
+            configs[image.get("id")] = size - sum(layer.get("size") or 0 for layer in image_layers)
+            image_info.setdefault(name, {"reference": name, "id": image.get("id"), "size": size})
+            image_hosts.setdefault(name, set()).add(host)
+            for layer in image_layers:
+                key = layer.get("chain_id") or layer["digest"]
+                host_layers[key] = layer_size[key] = layer.get("size") or 0
+                host_users.setdefault(key, set()).add(image.get("id"))
+                layer_images.setdefault(key, {})[name] = None
+                layer_hosts.setdefault(key, set()).add(host)
+        physical = sum(host_layers.values()) + sum(configs.values())
+        hosts[host] = {
+            "store": (facts.get("store") or {}).get("type"),
+            "images": len(configs),
+            "layers": len(host_layers),
+            "logical_bytes": logical,
+            "physical_bytes": physical,
+            "saved_bytes": logical - physical,
+            "shared_layers": sum(1 for users in host_users.values() if len(users) > 1),
+        }
+    images = [
+        dict(image_info[name], hosts=sorted(image_hosts[name]), missing_on=[h for h in all_hosts if h not in image_hosts[name]]) for name in sorted(image_info)
+    ]
+    layers = [
+        {"digest": key, "size": layer_size[key], "images": list(layer_images[key]), "hosts": sorted(layer_hosts[key])}
+        for key in sorted(layer_size, key=lambda key: (-layer_size[key], key))
+    ]
+    logical = sum(h["logical_bytes"] for h in hosts.values())
+    physical = sum(h["physical_bytes"] for h in hosts.values())
+    return {
+        "fleet": {
+            "hosts": len(hosts),
+            "images": len(images),
+            "layers": len(layers),
+            "logical_bytes": logical,
+            "physical_bytes": physical,
+            "saved_bytes": logical - physical,
+            "unique_bytes": sum(layer_size.values()),
+            "shared_layers": sum(1 for users in layer_images.values() if len(users) > 1),
+        },
+        "hosts": hosts,
+        "images": images,
+        "layers": layers,
+    }

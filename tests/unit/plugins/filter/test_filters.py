@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.dockyard.images.plugins.filter.layers import human_size, images_table, time_ago
+from ansible_collections.dockyard.images.plugins.filter.images_table import human_size, images_table, time_ago
 from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
 
 
