@@ -39,38 +39,11 @@ _value:
   elements: str
 """
 
-from datetime import datetime, timezone
-
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, time_ago
+
 COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED", "UNIQUE")
-
-
-def human_size(size: int) -> str:
-    """Decimal units with four significant digits, as the docker CLI prints sizes."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.4g}{unit}"
-        value /= 1000
-    return f"{value:.4g}TB"  # pragma: no cover
-
-
-def time_ago(created, now=None) -> str:
-    if not created:
-        return "N/A"
-    try:
-        when = datetime.fromisoformat(str(created))
-    except ValueError:
-        return str(created)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = max(((now or datetime.now(timezone.utc)) - when).total_seconds(), 0)
-    for unit, length in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= length * (2 if unit != "minute" else 1):
-            count = int(seconds // length)
-            return f"{count} {unit}{'s' if count != 1 else ''} ago"
-    return "Less than a minute ago"
 
 
 def images_table(facts):

@@ -188,7 +188,8 @@ class OciPuller:
             plan.entry = self.store.find_entry(request.reference, None)
         if plan.entry is not None:
             result.before = (plan.entry.get("annotations") or {}).get(REGISTRY_DIGEST) or plan.entry["digest"]
-        present = plan.entry is not None and self.store.is_complete(plan.entry)
+        pin = request.reference.digest
+        present = plan.entry is not None and (pin is None or result.before == pin) and self.store.is_complete(plan.entry)
         if present and (request.policy == "missing" or request.reference.pinned):
             self._report_present(plan)
             return
@@ -302,10 +303,10 @@ class OciPuller:
         entry = {"mediaType": OCI_MANIFEST, "digest": sha256_digest(body), "size": len(body)}
         if plan.platform is not None:
             entry["platform"] = plan.platform.to_oci()
-        canonical = resolved.reference.canonical
+        name = resolved.reference.stored_name
         entry["annotations"] = {
-            REF_NAME: canonical,
-            CONTAINERD_NAME: canonical,
+            REF_NAME: name,
+            CONTAINERD_NAME: name,
             REGISTRY_DIGEST: resolved.digest,
             REGISTRY_MANIFEST_DIGEST: resolved.manifest_digest,
         }
@@ -352,7 +353,9 @@ class EnginePuller:
         if before is not None and request.platform_explicit and not _runs_on(before, request.platform):
             before = None  # the engine holds the tag for another platform
         result.before = _engine_state(before, request.reference)
-        if before is not None and (request.policy == "missing" or request.reference.pinned):
+        pin = request.reference.digest
+        held = before is not None and (pin is None or _holds_digest(before, request.reference, pin) is not None)
+        if held and (request.policy == "missing" or request.reference.pinned):
             self._report_present(plan, before)
             return
         registry = self.client.for_reference(request.reference)
@@ -367,6 +370,7 @@ class EnginePuller:
             self._predict(plan, registry, head_digest, before)
         else:
             self._engine_pull(plan, before)
+            plan.result.changed = plan.result.changed or not held
 
     def _report_present(self, plan: _Plan, inspect: dict) -> None:
         record = self.store.record_for(inspect, None, {})
@@ -426,6 +430,8 @@ class EnginePuller:
             total = (event.get("progressDetail") or {}).get("total")
             if status == "Downloading" and total:
                 sizes[layer_id] = total
+        if reference.digest and reference.tag:
+            self.store.tag(f"{reference.name}@{reference.digest}", reference)  # a pull by digest leaves no tag
         after = self.store.find(reference)
         if after is None:
             raise DockyardError("engine_error", f"the engine finished pulling {reference.familiar} but does not hold it")

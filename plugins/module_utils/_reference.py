@@ -66,6 +66,11 @@ class Reference:
         return self.digest is not None
 
     @property
+    def stored_name(self) -> str:
+        """The name a store keeps the image under: a tag pinned by digest is kept as the tag."""
+        return f"{self.name}:{self.tag}" if self.tag else self.canonical
+
+    @property
     def manifest_reference(self) -> str:
         """What to ask the registry's manifests endpoint for: the digest if pinned, else the tag."""
         return self.digest or self.tag or DEFAULT_TAG

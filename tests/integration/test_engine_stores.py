@@ -126,3 +126,14 @@ def test_a_layer_two_images_of_one_call_need_is_fetched_once(engine, registry, c
     assert worker["layers"][0]["status"] == "already_exists"
     base_gets = [path for method, path, status in registry.requests_since(mark) if method == "GET" and corpus.base.digest in path]
     assert len(base_gets) == 1, base_gets
+
+
+def test_a_tag_pinned_to_a_digest_keeps_its_tag_on_the_engine(engine, registry, corpus):
+    from support.images import Pusher
+
+    Pusher(registry.url).image("team/enginepin", "stable", corpus.app)
+    pinned = f"{registry.host}/team/enginepin:stable@{corpus.app.digest}"
+    result = pull(engine, pinned)
+    assert result["changed"] is True, result
+    assert engine.inspect(f"{registry.host}/team/enginepin:stable")["Id"] == corpus.app.id
+    assert pull(engine, pinned)["changed"] is False

@@ -170,3 +170,22 @@ def test_a_docker_schema2_image_is_recorded_as_its_oci_equivalent(registry, corp
         assert handle.read() == corpus.app.manifest, "the registry's manifest is kept byte for byte"
     assert entry["annotations"]["io.dockyard.image.digest"] == corpus.app.digest
     assert entry["annotations"]["io.containerd.image.name"] == f"{registry.host}/team/app:1"
+
+
+def test_a_tag_pinned_to_a_digest_is_stored_as_the_tag_and_moved_back_when_it_drifts(registry, corpus, store):
+    from support.images import Image, Pusher, make_layer
+
+    Pusher(registry.url).image("team/pinned", "stable", corpus.app)
+    pinned = f"{registry.host}/team/pinned:stable@{corpus.app.digest}"
+    first = pull(registry, store, pinned)
+    assert first["changed"] is True and first["images"][0]["digest"] == corpus.app.digest
+    entry = [e for e in index_entries(store) if "team/pinned" in e["annotations"]["org.opencontainers.image.ref.name"]]
+    assert [e["annotations"]["org.opencontainers.image.ref.name"] for e in entry] == [f"{registry.host}/team/pinned:stable"]
+
+    Pusher(registry.url).image("team/pinned", "stable", Image([corpus.base, make_layer({"drift": b"1"})]))
+    pull(registry, store, f"{registry.host}/team/pinned:stable", policy="always")
+    mark = registry.mark()
+    back = pull(registry, store, pinned)
+    assert back["changed"] is True and back["diff"]["after"][pinned] == corpus.app.digest
+    assert not [r for r in registry.requests_since(mark) if r[0] == "HEAD"], "a pin is never resolved"
+    assert pull(registry, store, pinned)["changed"] is False

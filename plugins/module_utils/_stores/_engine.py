@@ -125,7 +125,7 @@ class EngineClient:
     def info(self) -> EngineInfo:
         """Negotiate the API version (GET /version); cached."""
         if self._info is None:
-            data = self._call("GET", "/version", versioned=False).json()
+            data = self.call("GET", "/version", versioned=False).json()
             components = [c.get("Name", "") for c in data.get("Components") or []]
             name = "podman" if any("podman" in c.lower() for c in components) else "docker"
             server = _version_tuple(data.get("ApiVersion", "1.24"))
@@ -135,11 +135,11 @@ class EngineClient:
 
     def ping(self) -> bool:
         try:
-            return self._call("GET", "/_ping", versioned=False, timeout=3).status_code == 200
+            return self.call("GET", "/_ping", versioned=False, timeout=3).status_code == 200
         except DockyardError:
             return False
 
-    def _call(self, method: str, path: str, versioned: bool = True, ok=(200,), timeout=None, **kwargs):
+    def call(self, method: str, path: str, versioned: bool = True, ok=(200,), timeout=None, **kwargs):
         prefix = f"/v{self.info().api_version}" if versioned else ""
         try:
             response = self.session.request(method, ENGINE_URL + prefix + path, timeout=timeout or (10, self.timeout), **kwargs)
@@ -152,7 +152,7 @@ class EngineClient:
         return response
 
     def get_json(self, path: str, params=None, ok=(200,)):
-        response = self._call("GET", path, params=params, ok=ok)
+        response = self.call("GET", path, params=params, ok=ok)
         return response.json() if response.status_code == 200 else None
 
     def inspect_image(self, name: str) -> Optional[dict]:
@@ -160,7 +160,7 @@ class EngineClient:
 
     def stream(self, method: str, path: str, params=None, headers=None):
         """POST and yield each JSON object of a progress stream, read to its end without a read timeout."""
-        response = self._call(method, path, params=params, headers=headers, stream=True, timeout=(10, None))
+        response = self.call(method, path, params=params, headers=headers, stream=True, timeout=(10, None))
         with response:
             for line in response.iter_lines():
                 if line.strip():
@@ -297,12 +297,17 @@ class EngineStore:
             return plan
         for record in plan.targets:
             params = {"force": "1" if force else "0", "noprune": "0" if prune else "1"}
-            self.client._call("DELETE", f"/images/{quote(record.ref_name or record.id, safe='/:@')}", params=params, ok=(200, 404))
+            self.client.call("DELETE", f"/images/{quote(record.ref_name or record.id, safe='/:@')}", params=params, ok=(200, 404))
         return plan
 
     def find(self, reference: Reference) -> Optional[dict]:
         """The engine's inspect output for a reference, or None."""
-        return self.client.inspect_image(reference.canonical)
+        return self.client.inspect_image(reference.stored_name)
+
+    def tag(self, source: str, reference: Reference) -> None:
+        """Tag an image the engine holds (a digest pin keeps its tag, which a pull by digest would not)."""
+        params = {"repo": reference.name, "tag": reference.tag}
+        self.client.call("POST", f"/images/{quote(source, safe='/:@')}/tag", params=params, ok=(200, 201))
 
     def present_chain_ids(self) -> set:
         """ChainIDs of every layer the engine holds, to predict what a pull reuses."""

@@ -275,7 +275,7 @@ class OciStore:
     def find_entry(self, reference: Reference, platform: Optional[Platform]) -> Optional[dict]:
         """The index.json descriptor tagged `reference` for `platform` (any platform if None)."""
         for entry in self.entries():
-            if (entry.get("annotations") or {}).get(REF_NAME) != reference.canonical:
+            if (entry.get("annotations") or {}).get(REF_NAME) != reference.stored_name:
                 continue
             if platform is None or _same_platform(entry.get("platform"), platform):
                 return entry
@@ -436,7 +436,7 @@ def _same_platform(data: Optional[dict], platform: Platform) -> bool:
 
 
 def _same_tag(entry: dict, reference: Reference, platform_data: Optional[dict]) -> bool:
-    if (entry.get("annotations") or {}).get(REF_NAME) != reference.canonical:
+    if (entry.get("annotations") or {}).get(REF_NAME) != reference.stored_name:
         return False
     wanted = Platform.from_descriptor(platform_data)
     return wanted is None or _same_platform(entry.get("platform"), wanted)

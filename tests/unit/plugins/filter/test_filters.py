@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.dockyard.images.plugins.filter.images_table import human_size, images_table, time_ago
+from ansible_collections.dockyard.images.plugins.filter.images_table import images_table
 from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
+from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, time_ago
 
 
 def test_parse_reference_returns_the_parts_or_a_filter_error():
