@@ -44,7 +44,12 @@ def main() -> int:
     try:
         images = seed(registry)
         print(f"Local registry at {registry.url} with {len(images)} sample images; store at {work}/store\n", flush=True)
-        extra = {"prewarm_images": images, "prewarm_store_path": os.path.join(work, "store")}
+        extra = {
+            "prewarm_images": images,
+            "prewarm_store": "oci",
+            "prewarm_store_path": os.path.join(work, "store"),
+            "layer_report_dir": os.path.join(work, "report"),
+        }
         command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local"]
         command += [os.path.join(REPO, "playbooks", "prewarm.yml"), "-e", json.dumps(extra)]
         return subprocess.call(command, env=ansible_env())

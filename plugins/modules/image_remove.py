@@ -21,6 +21,7 @@ author:
   - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:
   - dockyard.images.store
+  - dockyard.images.registry
   - dockyard.images.attributes
   - dockyard.images.attributes.actiongroup_images
 attributes:
@@ -62,6 +63,8 @@ seealso:
   - module: dockyard.images.image_pull
 notes:
   - Failures carry RV(reason), such as V(in_use), V(invalid_reference), V(store_locked) or V(engine_error).
+  - The registry options are accepted so that one C(module_defaults) group serves every module; removal asks no registry,
+    and O(timeout) is how long to wait for the store's lock.
 """
 
 EXAMPLES = r"""
@@ -136,7 +139,13 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dockyard.images.plugins.module_utils._args import merged_spec, run_and_exit, store_argument_spec, store_from_params
+from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    merged_spec,
+    registry_argument_spec,
+    run_and_exit,
+    store_argument_spec,
+    store_from_params,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._stores import label
 
 
@@ -163,6 +172,7 @@ def main() -> None:
                 "prune": {"type": "bool", "default": True},
             },
             store_argument_spec,
+            registry_argument_spec,
         ),
         mutually_exclusive=[("name", "keep")],
         required_one_of=[("name", "keep")],

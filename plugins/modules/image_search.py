@@ -17,6 +17,7 @@ description:
 author:
   - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:
+  - dockyard.images.store
   - dockyard.images.registry
   - dockyard.images.attributes
   - dockyard.images.attributes.actiongroup_images
@@ -64,6 +65,8 @@ options:
     type: str
 seealso:
   - module: dockyard.images.image_facts
+notes:
+  - The store options are accepted so that one C(module_defaults) group serves every module; searching uses no store.
 """
 
 EXAMPLES = r"""
@@ -121,7 +124,13 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dockyard.images.plugins.module_utils._args import merged_spec, registry_argument_spec, registry_client, run_and_exit
+from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    merged_spec,
+    registry_argument_spec,
+    registry_client,
+    run_and_exit,
+    store_argument_spec,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._search import SearchRequest, search
 
 
@@ -145,6 +154,7 @@ def main() -> None:
                 "list_tags": {"type": "bool", "default": False},
                 "tag_pattern": {"type": "str"},
             },
+            store_argument_spec,
             registry_argument_spec,
         ),
         supports_check_mode=True,

@@ -55,3 +55,10 @@ def test_remote_facts_inspect_the_registry_without_pulling(registry, corpus, sto
 def test_an_empty_or_absent_store_has_no_images(store):
     facts = run_module("image_facts", {"store_path": store})
     assert facts["images"] == [] and facts["summary"]["total_size"] == 0 and facts["missing"] == []
+
+
+def test_remote_digests_only_cost_one_head_each(registry, corpus, store):
+    mark = registry.mark()
+    facts = run_module("image_facts", {"name": [f"{registry.host}/team/app:1", f"{registry.host}/team/multi:1"], "remote": True, "digests_only": True})
+    assert [image["digest"] for image in facts["images"]] == [corpus.app.digest, corpus.multi.digest]
+    assert [method for method, path, status in registry.requests_since(mark)] == ["HEAD", "HEAD"]

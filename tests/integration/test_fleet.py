@@ -1,0 +1,111 @@
+"""The fleet roles end to end: ten hosts pre-warmed through a pull-through mirror that the first one
+seeds, a second run that moves nothing, a lockfile that pins tags, and the layer report's numbers."""
+# The registry's access log counts requests as the relay saw them: that is how egress is proved here.
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+import yaml
+
+from support.ansible import REPO, run_playbook
+from support.images import Image, Pusher, make_layer
+from support.registry import RegistryServer
+
+HOSTS = [f"host{n:02d}" for n in range(1, 11)]
+
+
+@pytest.fixture
+def mirror(registry, tmp_path):
+    server = RegistryServer(str(tmp_path / "mirror"), proxy={"remoteurl": registry.url}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    inventory = {"all": {"hosts": {host: {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / host)} for host in HOSTS}}}
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return str(path)
+
+
+def recap(output: str) -> dict:
+    changed = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[0] in HOSTS and parts[1] == ":":
+            fields = dict(part.split("=") for part in parts[2:])
+            changed[parts[0]] = (int(fields["changed"]), int(fields["failed"]))
+    return changed
+
+
+def blob_gets(requests):
+    return [path.rsplit("/", 1)[1] for method, path, status in requests if method == "GET" and "/blobs/" in path]
+
+
+def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_blob(registry, corpus, mirror, fleet, tmp_path):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/multi:1"]
+    extra = {
+        "prewarm_images": names,
+        "prewarm_store": "oci",
+        "prewarm_mirrors": {registry.host: [mirror.url]},
+        "prewarm_seed": True,
+        "layer_report_dir": str(tmp_path / "report"),
+    }
+    playbook = os.path.join(REPO, "playbooks", "prewarm.yml")
+    mark = registry.mark()
+    done, _ = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(changed > 0 and failed == 0 for changed, failed in recap(done.stdout).values())
+
+    images = [corpus.app, corpus.worker, corpus.amd64]
+    unique = {layer.digest for image in images for layer in image.layers} | {image.id for image in images}
+    upstream = Counter(blob_gets(registry.requests_since(mark)))
+    assert set(upstream) == unique, "the upstream registry served exactly the blobs the images need"
+    # distribution's pull-through cache fetches a blob twice on its first miss (once to answer, once to
+    # store); after the seed every host is served from the cache, so the count does not grow with hosts.
+    assert max(upstream.values()) <= 2, f"ten hosts, yet upstream served: {upstream}"
+    mirror_gets = Counter(blob_gets(mirror.requests_since(0)))
+    assert all(mirror_gets[digest] == len(HOSTS) for digest in unique), mirror_gets
+
+    mark, mirror_mark = registry.mark(), mirror.mark()
+    again, _ = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])
+    assert again.returncode == 0, again.stdout
+    assert set(recap(again.stdout).values()) == {(0, 0)}, again.stdout
+    moved = [r for r in registry.requests_since(mark) + mirror.requests_since(mirror_mark) if r[0] == "GET"]
+    assert moved == [], "a second run fetches no blob and no manifest"
+
+    report = json.loads((tmp_path / "report" / "layers.json").read_text())
+    per_host_logical = sum(len(image.config) + sum(layer.size for layer in image.layers) for image in images)
+    per_host_physical = sum(len(image.config) for image in images) + sum({layer.digest: layer.size for image in images for layer in image.layers}.values())
+    assert report["fleet"]["hosts"] == 10
+    assert report["fleet"]["logical_bytes"] == 10 * per_host_logical
+    assert report["fleet"]["physical_bytes"] == 10 * per_host_physical
+    assert report["fleet"]["saved_bytes"] == 10 * (per_host_logical - per_host_physical)
+    base = next(layer for layer in report["layers"] if layer["digest"] == corpus.base.digest)
+    assert base["hosts"] == HOSTS and sorted(base["images"]) == sorted(names)
+    assert all(image["missing_on"] == [] for image in report["images"])
+    assert (tmp_path / "report" / "layers.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_lockfile_pins_the_fleet_even_when_the_tag_moves(registry, corpus, fleet, tmp_path):
+    Pusher(registry.url).image("team/rolling", "1", corpus.app)
+    name = f"{registry.host}/team/rolling:1"
+    lockfile = tmp_path / "images.lock.yml"
+    extra = {"prewarm_images": [name], "prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True, "layer_report_print_tables": False}
+    playbook = os.path.join(REPO, "playbooks", "prewarm.yml")
+    done, _ = run_playbook(playbook, extra, args=["-i", fleet, "--limit", "host01"])
+    assert done.returncode == 0, done.stdout
+    assert yaml.safe_load(lockfile.read_text()) == {"images": [{"reference": name, "digest": corpus.app.digest}]}
+
+    Pusher(registry.url).image("team/rolling", "1", Image([corpus.base, make_layer({"moved": b"1"})]))
+    rest, results = run_playbook(playbook, dict(extra, prewarm_lock=False), args=["-i", fleet, "--limit", "host02,host03"])
+    assert rest.returncode == 0, rest.stdout
+    pulled = [r["result"] for r in results if r["task"].endswith("Pull the images") and r["host"] in ("host02", "host03")]
+    assert len(pulled) == 2, [r["task"] for r in results]
+    digests = {image["digest"] for result in pulled for item in result["results"] for image in item["images"]}
+    assert digests == {corpus.app.digest}, "every host got the locked digest, not the moved tag"
