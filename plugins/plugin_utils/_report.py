@@ -156,9 +156,14 @@ def _presence_grid(report: dict) -> str:
     hosts = list(report["hosts"])
     images = report["images"]
     cell, label = 16, 260
-    out = [f"<svg id='presence-grid' role='img' aria-label='hosts by images' width='{label + cell * len(hosts) + 20}' height='{cell * len(images) + 40}'>"]
+    top = 10 + 6 * max([len(host) for host in hosts] + [1])  # room for the hosts' names, written upwards
+    width, height = label + cell * len(hosts) + 20, top + cell * len(images) + 20
+    out = [f"<svg id='presence-grid' role='img' aria-label='hosts by images' width='{width}' height='{height}'>"]
+    for column, host in enumerate(hosts):
+        x = label + column * cell + 11
+        out.append(f"<text x='{x}' y='{top - 4}' transform='rotate(-90 {x} {top - 4})'>{escape(host)}</text>")
     for row, image in enumerate(images):
-        y = 20 + row * cell
+        y = top + row * cell
         out.append(f"<text x='0' y='{y + 12}'>{escape(image['reference'])}</text>")
         for column, host in enumerate(hosts):
             held = host in image["hosts"]
