@@ -118,11 +118,12 @@ def _bytes_chart(report: dict) -> str:
         out.append(f"<text x='0' y='{y + 14}'>{escape(host)}</text>")
         for kind, color in (("logical", "#8aa4d6"), ("physical", "#2b5cab")):
             value = figures[f"{kind}_bytes"]
-            bar = max(int(width * value / widest), 1)
+            length = max(int(width * value / widest), 1)
             out.append(
-                f"<rect class='bar {kind}' data-host='{escape(host)}' data-bytes='{value}' x='{label}' y='{y}' width='{bar}' height='{row - 4}' fill='{color}'>"
+                f"<rect class='bar {kind}' data-host='{escape(host)}' data-bytes='{value}' "
+                f"x='{label}' y='{y}' width='{length}' height='{row - 4}' fill='{color}'>"
                 f"<title>{escape(host)} {kind}: {value} bytes</title></rect>"
-                f"<text x='{label + bar + 6}' y='{y + 13}'>{kind} {human_size(value)}</text>"
+                f"<text x='{label + length + 6}' y='{y + 13}'>{kind} {human_size(value)}</text>"
             )
             y += row
     out.append("</svg>")

@@ -58,7 +58,7 @@ def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_
     }
     playbook = os.path.join(REPO, "playbooks", "prewarm.yml")
     mark = registry.mark()
-    done, _ = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])
+    done = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])[0]
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(changed > 0 and failed == 0 for changed, failed in recap(done.stdout).values())
 
@@ -73,7 +73,7 @@ def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_
     assert all(mirror_gets[digest] == len(HOSTS) for digest in unique), mirror_gets
 
     mark, mirror_mark = registry.mark(), mirror.mark()
-    again, _ = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])
+    again = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])[0]
     assert again.returncode == 0, again.stdout
     assert set(recap(again.stdout).values()) == {(0, 0)}, again.stdout
     moved = [r for r in registry.requests_since(mark) + mirror.requests_since(mirror_mark) if r[0] == "GET"]
@@ -98,7 +98,7 @@ def test_a_lockfile_pins_the_fleet_even_when_the_tag_moves(registry, corpus, fle
     lockfile = tmp_path / "images.lock.yml"
     extra = {"prewarm_images": [name], "prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True, "layer_report_print_tables": False}
     playbook = os.path.join(REPO, "playbooks", "prewarm.yml")
-    done, _ = run_playbook(playbook, extra, args=["-i", fleet, "--limit", "host01"])
+    done = run_playbook(playbook, extra, args=["-i", fleet, "--limit", "host01"])[0]
     assert done.returncode == 0, done.stdout
     assert yaml.safe_load(lockfile.read_text()) == {"images": [{"reference": name, "digest": corpus.app.digest}]}
 

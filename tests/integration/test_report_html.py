@@ -79,11 +79,11 @@ def test_the_html_report_renders_and_shows_the_numbers_of_the_json(registry, cor
     }
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
     report_dir = tmp_path / "report"
-    done, _ = run_playbook(
+    done = run_playbook(
         os.path.join(REPO, "playbooks", "prewarm.yml"),
         {"prewarm_store": "oci", "layer_report_dir": str(report_dir)},
         args=["-i", str(tmp_path / "inventory.yml")],
-    )
+    )[0]
     assert done.returncode == 0, done.stdout
     report = json.loads((report_dir / "layers.json").read_text())
     page = f"file://{report_dir / 'layers.html'}"
@@ -104,8 +104,8 @@ def test_the_html_report_renders_and_shows_the_numbers_of_the_json(registry, cor
     assert dom.cards["fleet-saved"] == human_size(fleet["saved_bytes"])
     for host, figures in report["hosts"].items():
         for kind in ("logical", "physical"):
-            [bar] = dom.having("rect", **{"class": kind, "data-host": host})
-            assert int(bar["data-bytes"]) == figures[f"{kind}_bytes"]
+            [rect] = dom.having("rect", **{"class": kind, "data-host": host})
+            assert int(rect["data-bytes"]) == figures[f"{kind}_bytes"]
     used = dom.having("rect", **{"class": "used"})
     assert len(used) == sum(len(layer["images"]) for layer in report["layers"])
     held = dom.having("rect", **{"class": "held"})
