@@ -1,5 +1,5 @@
 # The two commands README gives; both set up everything they need (Debian 12, as root).
-.PHONY: demo test setup lint sanity unit integration
+.PHONY: demo test setup bench
 
 setup:
 	hack/setup.sh
@@ -9,3 +9,8 @@ demo: setup
 
 test: setup
 	hack/test.sh
+
+# Side-by-side timings against skopeo and community.docker; not part of the test run.
+bench: setup
+	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-bench.txt
+	python3 benchmarks/run.py

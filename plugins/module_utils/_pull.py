@@ -22,9 +22,15 @@ from typing import Optional
 from ansible_collections.dockyard.images.plugins.module_utils._auth import engine_auth_header
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, compatible_platforms
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import Descriptor, RegistryClient, ResolvedImage, sha256_digest
-from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, full_image_id, inspect_platform
+from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
+    EngineStore,
+    chain_ids,
+    full_image_id,
+    inspect_platform,
+    repository_digests,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import (
     CONTAINERD_NAME,
     OCI_MANIFEST,
@@ -146,11 +152,13 @@ class OciPuller:
                     self._assign_statuses(plan, claimed)
             self._check_room(plans)
             if not self.check_mode:
-                downloads = {}
+                wanted = {}
                 for plan in plans:
                     for descriptor in plan.wanted_blobs if plan.result.error is None else ():
-                        if descriptor.digest not in downloads:
-                            downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
+                        wanted.setdefault(descriptor.digest, (plan.request.reference, descriptor))
+                # largest first: the biggest layer bounds the pull, so it must not start last
+                order = sorted(wanted.values(), key=lambda item: -item[1].size)
+                downloads = {descriptor.digest: pool.submit(self._download, reference, descriptor) for reference, descriptor in order}
                 for plan in plans:
                     if plan.result.error is None and plan.resolved is not None:
                         plan.result.error = self._safely(self._finish)(plan, downloads)
@@ -473,19 +481,11 @@ def _runs_on(inspect: dict, platform: Platform) -> bool:
 
 
 def _holds_digest(inspect: dict, reference: Reference, digest: Optional[str]) -> Optional[str]:
-    """With a digest: it, if the engine's RepoDigests list it for this repository. Without: the first it lists."""
-    for entry in inspect.get("RepoDigests") or []:
-        name, _sep, held = entry.rpartition("@")
-        if _same_repository(name, reference) and (digest is None or held == digest):
-            return held
-    return None
-
-
-def _same_repository(name: str, reference: Reference) -> bool:
-    try:
-        return parse_reference(name).name == reference.name
-    except DockyardError:
-        return False
+    """With a digest: it, if the engine's RepoDigests list it for this repository. Without: the first they list."""
+    held = repository_digests(reference, inspect.get("RepoDigests") or [])
+    if digest is None:
+        return held[0] if held else None
+    return digest if digest in held else None
 
 
 def _engine_state(inspect: Optional[dict], reference: Reference) -> Optional[str]:

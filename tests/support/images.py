@@ -56,7 +56,9 @@ def make_layer(files: dict) -> Layer:
 
 def random_layer(size: int, seed: str) -> Layer:
     """A layer of incompressible bytes, so its blob is about `size` bytes."""
-    return make_layer({f"data/{seed}.bin": random.Random(seed).randbytes(size)})
+    generator, chunk = random.Random(seed), 64 * 1024 * 1024
+    data = b"".join(generator.randbytes(min(chunk, size - start)) for start in range(0, size, chunk))
+    return make_layer({f"data/{seed}.bin": data})
 
 
 @dataclass

@@ -236,23 +236,23 @@ class EngineStore:
             )
         return users
 
-    def record_for(self, inspect: dict, tag: Optional[str], containers: dict) -> ImageRecord:
+    def layers_of(self, inspect: dict) -> list:
+        """An image's layers: DiffIDs from inspect, sizes from its history, and their ChainIDs."""
         diff_ids = list((inspect.get("RootFS") or {}).get("Layers") or [])
-        history = self.client.get_json(f"/images/{inspect['Id']}/history") or []
-        sizes = _layer_sizes(history, len(diff_ids))
+        sizes = _layer_sizes(self.client.get_json(f"/images/{inspect['Id']}/history") or [], len(diff_ids))
+        return [LayerRecord(diff_id, size, "", chain) for diff_id, size, chain in zip(diff_ids, sizes, chain_ids(diff_ids))]
+
+    def record_for(self, inspect: dict, tag: Optional[str], containers: dict, layers: Optional[list] = None) -> ImageRecord:
         reference = _parse_or_none(tag) if tag else None
-        repo_digest = _repo_digest_for(reference, inspect.get("RepoDigests") or [])
-        platform = Platform.from_descriptor(
-            {"os": inspect.get("Os", ""), "architecture": inspect.get("Architecture", ""), "variant": inspect.get("Variant", "")}
-        )
+        platform = inspect_platform(inspect)
         return ImageRecord(
             reference=reference,
             id=full_image_id(inspect["Id"]),
-            digest=repo_digest,
+            digest=_repo_digest_for(reference, inspect.get("RepoDigests") or []),
             manifest_digest=None,
             platform=platform,
             created=inspect.get("Created"),
-            layers=[LayerRecord(diff_id, size, "", chain) for diff_id, size, chain in zip(diff_ids, sizes, chain_ids(diff_ids))],
+            layers=layers if layers is not None else self.layers_of(inspect),
             config_size=0,
             containers=list(containers.get(full_image_id(inspect["Id"]), [])),
             ref_name=tag,
@@ -260,14 +260,16 @@ class EngineStore:
         )
 
     def images(self) -> list:
+        """Every image, one record per tag (untagged images once), with the containers using it."""
         containers = self.containers_by_image()
         records = []
         for summary in self.client.get_json("/images/json") or []:
             inspect = self.client.inspect_image(summary["Id"])
             if inspect is None:
                 continue  # removed meanwhile
+            layers = self.layers_of(inspect)
             tags = [t for t in summary.get("RepoTags") or [] if t and t != "<none>:<none>"] or [None]
-            records.extend(self.record_for(inspect, tag, containers) for tag in tags)
+            records.extend(self.record_for(inspect, tag, containers, layers) for tag in tags)
         return records
 
     def plan_removal(self, names: Optional[list], keep: Optional[list], force: bool) -> RemovalPlan:
@@ -338,9 +340,18 @@ def _parse_or_none(text: str) -> Optional[Reference]:
         return None
 
 
-def _repo_digest_for(reference: Optional[Reference], repo_digests: list) -> Optional[str]:
+def repository_digests(reference: Optional[Reference], repo_digests: list) -> list:
+    """The digests the engine recorded (RepoDigests) for this reference's repository."""
+    found = []
     for entry in repo_digests:
         name, _sep, digest = entry.rpartition("@")
-        if reference is not None and _parse_or_none(name) is not None and _parse_or_none(name).name == reference.name:
-            return digest
-    return repo_digests[0].rpartition("@")[2] if repo_digests else None
+        held = _parse_or_none(name)
+        if reference is not None and held is not None and held.name == reference.name:
+            found.append(digest)
+    return found
+
+
+def _repo_digest_for(reference: Optional[Reference], repo_digests: list) -> Optional[str]:
+    """The digest recorded for this reference's repository, else the first recorded at all."""
+    found = repository_digests(reference, repo_digests) or [entry.rpartition("@")[2] for entry in repo_digests]
+    return found[0] if found else None

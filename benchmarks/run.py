@@ -1,0 +1,348 @@
+"""Side-by-side timings against peers measured in the same run, on the same local registry and images.
+
+    make bench                     # or: python3 benchmarks/run.py [--runs N] [--only NAME ...]
+
+Starts its own registry (and a Docker Engine), builds a corpus of images that share base layers,
+runs each comparison several times alternating the sides, and prints medians and ratios; the table
+also goes to benchmarks/RESULTS.md with a description of the machine. Nothing here is asserted:
+a regression shows as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.ansible import ansible_env, ensure_collection_path  # noqa: E402
+from support.engines import DockerEngine  # noqa: E402
+from support.images import Image, Pusher, random_layer  # noqa: E402
+from support.process import run_module_process  # noqa: E402
+from support.registry import RegistryServer  # noqa: E402
+
+sys.path.insert(0, ensure_collection_path())
+
+MB = 1_000_000
+_ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
+
+
+class Corpus:
+    """Five images, about 150 MB of unique compressed layers, sharing a base and a runtime layer."""
+
+    def __init__(self, registry: RegistryServer):
+        base, runtime = random_layer(40 * MB, "bench-base"), random_layer(20 * MB, "bench-runtime")
+        self.images = {}
+        for n in range(5):
+            layers = [base] + ([runtime] if n < 3 else []) + [random_layer(18 * MB, f"bench-app-{n}")]
+            self.images[f"bench/app{n}:1"] = Image(layers)
+        pusher = Pusher(registry.url)
+        for name, image in self.images.items():
+            repo, tag = name.split(":")
+            pusher.image(repo, tag, image)
+        self.names = [f"{registry.host}/{name}" for name in self.images]
+        self.blobs = {layer.digest: layer.size for image in self.images.values() for layer in image.layers}
+        self.blobs.update({image.id: len(image.config) for image in self.images.values()})
+        self.repos = {}
+        for name, image in self.images.items():
+            for digest in [layer.digest for layer in image.layers] + [image.id]:
+                self.repos.setdefault(digest, name.split(":")[0])
+
+    @property
+    def unique_bytes(self) -> int:
+        return sum(self.blobs.values())
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def run(command, env=None, check=True):
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done
+
+
+def playbook(tmp: Path, name: str, tasks: list) -> str:
+    path = tmp / f"{name}.yml"
+    path.write_text(json.dumps([{"name": name, "hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]))
+    return str(path)
+
+
+def ansible_playbook(path: str) -> None:
+    env = ansible_env({"ANSIBLE_PYTHON_INTERPRETER": sys.executable})
+    run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", path], env=env)
+
+
+def registry_gets(registry: RegistryServer, mark: int) -> int:
+    return sum(1 for method, path, status in registry.requests_since(mark) if method == "GET")
+
+
+def registry_blob_bytes(registry: RegistryServer, mark_line: int) -> int:
+    with open(registry.access_log, encoding="utf-8", errors="replace") as handle:
+        lines = handle.readlines()[mark_line:]
+    return sum(int(m["bytes"]) for m in map(_ACCESS_BYTES.search, lines) if m and m["method"] == "GET" and "/blobs/" in m["path"])
+
+
+def access_lines(registry: RegistryServer) -> int:
+    with open(registry.access_log, encoding="utf-8", errors="replace") as handle:
+        return sum(1 for _line in handle)
+
+
+class Bench:
+    def __init__(self, runs: int, work: Path):
+        self.runs, self.work = runs, work
+        self.rows = []  # (comparison, ours label, ours seconds, peer label, peer seconds, target, note)
+
+    def compare(self, title: str, target: str, sides: list, note: str = "") -> None:
+        """Run each side `runs` times, alternating, each after its own `prepare`; record medians."""
+        times = {label: [] for label, *_ in sides}
+        for _round in range(self.runs):
+            for label, prepare, action in sides:
+                prepare()
+                times[label].append(timed(action))
+        medians = {label: statistics.median(values) for label, values in times.items()}
+        ours = sides[0][0]
+        for label in list(medians)[1:]:
+            self.rows.append((title, ours, medians[ours], label, medians[label], target, note))
+            print(f"{title}: {ours} {medians[ours]:.2f}s vs {label} {medians[label]:.2f}s = {medians[ours] / medians[label]:.2f}x", flush=True)
+
+    def record(self, title: str, value: str, target: str, note: str = "") -> None:
+        self.rows.append((title, value, None, "", None, target, note))
+        print(f"{title}: {value}", flush=True)
+
+
+def cold_oci(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
+    store = bench.work / "oci-ours"
+    skopeo_store = bench.work / "oci-skopeo"
+    raw = bench.work / "raw"
+
+    def reset(path):
+        return lambda: shutil.rmtree(path, ignore_errors=True)
+
+    def ours():
+        run_module_process("image_pull", {"name": corpus.names, "store": "oci", "store_path": str(store)}, bench.work)
+
+    def skopeo():
+        for name in corpus.names:
+            run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{name}", f"oci:{skopeo_store}:{name}"])
+
+    def curl_all():
+        raw.mkdir(parents=True, exist_ok=True)
+        urls = [f"{registry.url}/v2/{corpus.repos[digest]}/blobs/{digest}" for digest in corpus.blobs]
+        command = ["xargs", "-P", "8", "-n", "1", "curl", "-sfO", "--output-dir", str(raw)]
+        subprocess.run(command, input="\n".join(urls), text=True, check=True)
+
+    bench.compare(
+        "cold pull into the OCI store",
+        "<= 0.5x skopeo, <= 1.5x raw",
+        [("image_pull", reset(store), ours), ("skopeo copy", reset(skopeo_store), skopeo), ("raw parallel curl", reset(raw), curl_all)],
+        f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique",
+    )
+
+
+def noop_reruns(bench: Bench, registry: RegistryServer, corpus: Corpus, engine: DockerEngine) -> None:
+    store = bench.work / "oci-noop"
+    ours_docker = playbook(
+        bench.work,
+        "ours-noop-docker",
+        [{"dockyard.images.image_pull": {"name": corpus.names, "policy": "always", "store": "docker", "docker_host": engine.docker_host}}],
+    )
+    ours_oci = playbook(
+        bench.work, "ours-noop-oci", [{"dockyard.images.image_pull": {"name": corpus.names, "policy": "always", "store": "oci", "store_path": str(store)}}]
+    )
+    peer = playbook(
+        bench.work,
+        "community-docker-noop",
+        [
+            {
+                "community.docker.docker_image_pull": {"name": "{{ item }}", "pull": "always", "docker_host": engine.docker_host},
+                "loop": corpus.names,
+            }
+        ],
+    )
+    ansible_playbook(ours_docker)
+    ansible_playbook(ours_oci)
+    mark = registry.mark()
+    nothing = lambda: None  # noqa: E731 - the stores are already warm
+    bench.compare(
+        "no-op re-run on Docker Engine",
+        "<= 0.5x community.docker, 0 GETs",
+        [("image_pull (docker)", nothing, lambda: ansible_playbook(ours_docker)), ("docker_image_pull loop", nothing, lambda: ansible_playbook(peer))],
+    )
+    ours_marks = registry.mark()
+    ansible_playbook(ours_docker)
+    ansible_playbook(ours_oci)
+    bench.record("GET requests by a no-op image_pull (docker and OCI)", str(registry_gets(registry, ours_marks)), "0")
+    bench.compare(
+        "no-op re-run, OCI store",
+        "<= 0.5x community.docker",
+        [("image_pull (oci)", nothing, lambda: ansible_playbook(ours_oci)), ("docker_image_pull loop", nothing, lambda: ansible_playbook(peer))],
+    )
+    del mark
+
+
+def cold_engine(bench: Bench, corpus: Corpus, engine: DockerEngine) -> None:
+    ours = playbook(
+        bench.work, "ours-cold-docker", [{"dockyard.images.image_pull": {"name": corpus.names, "store": "docker", "docker_host": engine.docker_host}}]
+    )
+    peer = playbook(
+        bench.work,
+        "community-docker-cold",
+        [{"community.docker.docker_image_pull": {"name": "{{ item }}", "pull": "always", "docker_host": engine.docker_host}, "loop": corpus.names}],
+    )
+    bench.compare(
+        "cold pull into Docker Engine",
+        "<= 0.8x community.docker",
+        [
+            ("image_pull (docker)", engine.remove_all_images, lambda: ansible_playbook(ours)),
+            ("docker_image_pull loop", engine.remove_all_images, lambda: ansible_playbook(peer)),
+        ],
+    )
+
+
+def memory(bench: Bench, registry: RegistryServer) -> None:
+    image = Image([random_layer(1024 * 1024 * 1024, "bench-1gib")])
+    Pusher(registry.url).image("bench/huge", "1", image)
+    store = bench.work / "oci-huge"
+    shutil.rmtree(store, ignore_errors=True)
+    result, peak = run_module_process("image_pull", {"name": [f"{registry.host}/bench/huge:1"], "store": "oci", "store_path": str(store)}, bench.work)
+    assert result["downloaded_bytes"] == image.layers[0].size
+    bench.record("peak RSS pulling one 1 GiB layer", f"{peak / 2**20:.0f} MiB", "< 100 MiB")
+    shutil.rmtree(store, ignore_errors=True)
+
+
+def fleet(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
+    mirror = RegistryServer(str(bench.work / "mirror"), proxy={"remoteurl": registry.url}).start()
+    try:
+        hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(bench.work / "fleet" / f"host{n:02d}")} for n in range(1, 21)}
+        inventory = bench.work / "fleet.json"
+        inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+        extra = {
+            "prewarm_images": corpus.names,
+            "prewarm_store": "oci",
+            "prewarm_mirrors": {registry.host: [mirror.url]},
+            "prewarm_seed": True,
+            "layer_report_dir": str(bench.work / "fleet-report"),
+            "layer_report_print_tables": False,
+        }
+        env = ansible_env({"ANSIBLE_PYTHON_INTERPRETER": sys.executable})
+        command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-f", "20", str(REPO / "playbooks" / "prewarm.yml")]
+        start_line = access_lines(registry)
+        seconds = timed(lambda: run([*command, "-e", json.dumps(extra)], env=env))
+        upstream = registry_blob_bytes(registry, start_line)
+        bench.record("fleet: 20 hosts through a seeded mirror, wall time", f"{seconds:.1f} s", "")
+        bench.record(
+            "fleet: upstream blob bytes / unique blob bytes",
+            f"{upstream / corpus.unique_bytes:.2f}",
+            "1.00",
+            "distribution's pull-through cache fetches a blob twice on its first miss",
+        )
+    finally:
+        mirror.stop()
+
+
+def report(bench: Bench) -> None:
+    script = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.dockyard.images.plugins.module_utils._layers import fleet_layer_report
+layers = [{"digest": "sha256:%064x" % n, "size": 1000 + n} for n in range(400)]
+facts = {}
+for host in range(1000):
+    images = []
+    for image in range(50):
+        own = [layers[(image * 7 + k + host % 3) % 400] for k in range(6)]
+        images.append({"reference": "registry.example.com/team/app%d:1" % image, "id": "sha256:%064x" % (image + 10**6),
+                       "size": sum(l["size"] for l in own) + 500, "layers": own})
+    facts["host%04d" % host] = {"store": {"type": "oci"}, "images": images}
+start = time.perf_counter()
+result = fleet_layer_report(facts)
+print(json.dumps({"seconds": time.perf_counter() - start, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+    done = run([sys.executable, "-c", script, ensure_collection_path()])
+    figures = json.loads(done.stdout)
+    bench.record("fleet_layer_report, 1,000 hosts x 50 images", f"{figures['seconds']:.2f} s, peak {figures['peak'] / 2**20:.0f} MiB", "< 5 s, < 500 MiB")
+
+
+def machine() -> str:
+    memory_kib = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "?")
+    versions = {
+        "python": platform.python_version(),
+        "skopeo": run(["skopeo", "--version"], check=False).stdout.strip(),
+        "docker-registry": run(["docker-registry", "--version"], check=False).stdout.strip(),
+        "dockerd": run(["dockerd", "--version"], check=False).stdout.strip(),
+    }
+    return f"{platform.platform()}, {os.cpu_count()} CPUs, {int(memory_kib) // 1024 if memory_kib != '?' else '?'} MiB RAM; " + "; ".join(
+        f"{k} {v}" for k, v in versions.items()
+    )
+
+
+def write_results(bench: Bench, started: str) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {started} on: {machine()}.",
+        f"Each comparison ran {bench.runs} times, alternating the sides; medians shown. Lower ratios are better.",
+        "",
+        "| comparison | ours | peer | ratio | target | note |",
+        "| --- | --- | --- | ---: | --- | --- |",
+    ]
+    for title, ours, ours_s, peer, peer_s, target, note in bench.rows:
+        if ours_s is None:
+            lines.append(f"| {title} | {ours} | | | {target} | {note} |")
+        else:
+            lines.append(f"| {title} | {ours} {ours_s:.2f} s | {peer} {peer_s:.2f} s | {ours_s / peer_s:.2f} | {target} | {note} |")
+    (REPO / "benchmarks" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="cold_oci noop cold_engine memory fleet report")
+    options = parser.parse_args()
+    wanted = set(options.only or ["cold_oci", "noop", "cold_engine", "memory", "fleet", "report"])
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+    registry = RegistryServer(str(work / "registry")).start()
+    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine"} else None
+    try:
+        bench = Bench(options.runs, work)
+        corpus = Corpus(registry)
+        steps = {
+            "cold_oci": lambda: cold_oci(bench, registry, corpus),
+            "noop": lambda: noop_reruns(bench, registry, corpus, engine),
+            "cold_engine": lambda: cold_engine(bench, corpus, engine),
+            "memory": lambda: memory(bench, registry),
+            "fleet": lambda: fleet(bench, registry, corpus),
+            "report": lambda: report(bench),
+        }
+        for name, step in steps.items():
+            if name in wanted:
+                step()
+        write_results(bench, started)
+    finally:
+        if engine:
+            engine.stop()
+        registry.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
