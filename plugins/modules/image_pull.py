@@ -236,10 +236,10 @@ def run(module: AnsibleModule) -> dict:
             "after": {r.request.reference.canonical: (r.digest if r.error is None else r.before) for r in results},
         },
     }
-    failed = [(text, result.error) for text, result in zip(params["name"], results) if result.error is not None]
-    if failed:
-        outcome.update(failed[0][1].to_result())
-        outcome["msg"] = "; ".join(error.message for dummy, error in failed)
+    errors = [result.error for result in results if result.error is not None]
+    if errors:
+        outcome.update(errors[0].to_result())
+        outcome["msg"] = "; ".join(error.message for error in errors)
         module.fail_json(**outcome)
     return outcome
 
