@@ -35,6 +35,7 @@ from support.registry import RegistryServer  # noqa: E402
 sys.path.insert(0, ensure_collection_path())
 
 MB = 1_000_000
+HISTORY = "## Changes and what they bought\n"  # kept across runs: written by hand below the table
 _ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
 
 
@@ -310,7 +311,9 @@ def write_results(bench: Bench, started: str) -> None:
             lines.append(f"| {title} | {ours} | | | {target} | {note} |")
         else:
             lines.append(f"| {title} | {ours} {ours_s:.2f} s | {peer} {peer_s:.2f} s | {ours_s / peer_s:.2f} | {target} | {note} |")
-    (REPO / "benchmarks" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    results = REPO / "benchmarks" / "RESULTS.md"
+    history = results.read_text().partition(HISTORY)[2] if results.exists() else ""
+    results.write_text("\n".join(lines) + "\n\n" + HISTORY + (history or "\n"))
     print("\n".join(lines))
 
 

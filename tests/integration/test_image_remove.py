@@ -123,3 +123,14 @@ def test_an_image_a_container_uses_is_refused_and_named_unless_forced(engine, en
 
     forced = remove(engine_args, name=[app], force=True)
     assert forced["changed"] is True and engine.inspect(app) is None
+
+
+def test_a_removal_waits_for_a_pull_in_progress_and_never_collects_its_blobs(registry, corpus, oci, store):
+    import fcntl
+
+    run_module("image_pull", {"name": [f"{registry.host}/team/app:1"], "store_path": store})
+    with open(os.path.join(store, ".dockyard", "gc.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # what a pull holds while it adds blobs
+        blocked = remove(oci, keep=[], timeout=1)
+    assert blocked["failed"] and blocked["reason"] == "store_locked", blocked
+    assert corpus.app.layers[1].digest.split(":")[1] in blob_files(store)

@@ -121,3 +121,9 @@ def test_the_catalog_of_a_token_registry_needs_credentials(token_registry):
     assert (USER, ["registry:catalog:*"]) in token_registry.issuer.requests
     anonymous = search(term="team", registry=token_registry.host)
     assert anonymous["failed"] and anonymous["reason"] in ("unauthorized", "denied"), anonymous
+
+
+def test_the_catalog_of_a_basic_auth_registry_is_searched_with_its_credentials(tls_registry, ca_file):
+    auth = [{"registry": tls_registry.host, "username": USER, "password": PASSWORD}]
+    found = search(term="app", registry=tls_registry.host, registry_auth=auth, ca_path=ca_file)
+    assert [result["name"] for result in found["results"]] == ["team/app"]
