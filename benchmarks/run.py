@@ -111,7 +111,7 @@ class Bench:
 
     def compare(self, title: str, target: str, sides: list, note: str = "") -> None:
         """Run each side `runs` times, alternating, each after its own `prepare`; record medians."""
-        times = {label: [] for label, *_ in sides}
+        times = {side[0]: [] for side in sides}
         for _round in range(self.runs):
             for label, prepare, action in sides:
                 prepare()
@@ -178,8 +178,10 @@ def noop_reruns(bench: Bench, registry: RegistryServer, corpus: Corpus, engine: 
     )
     ansible_playbook(ours_docker)
     ansible_playbook(ours_oci)
-    mark = registry.mark()
-    nothing = lambda: None  # noqa: E731 - the stores are already warm
+
+    def nothing():
+        """The stores are already warm: a no-op run needs no preparing."""
+
     bench.compare(
         "no-op re-run on Docker Engine",
         "<= 0.5x community.docker, 0 GETs",
@@ -194,7 +196,6 @@ def noop_reruns(bench: Bench, registry: RegistryServer, corpus: Corpus, engine: 
         "<= 0.5x community.docker",
         [("image_pull (oci)", nothing, lambda: ansible_playbook(ours_oci)), ("docker_image_pull loop", nothing, lambda: ansible_playbook(peer))],
     )
-    del mark
 
 
 def cold_engine(bench: Bench, corpus: Corpus, engine: DockerEngine) -> None:

@@ -94,7 +94,7 @@ def render_html(report: dict) -> str:
     parts += [f"<div class='card' id='{ident}'>{escape(title)}<b>{escape(str(value))}</b></div>" for title, value, ident in cards]
     parts.append("</div>")
     parts += ["<h2>Logical and physical bytes per host</h2>", _bytes_chart(report)]
-    parts += ["<h2>Which images share which layers</h2>", _sharing_matrix(report)]
+    parts += ["<h2>Which images share which layers</h2>", _sharing_matrix(report), _layer_legend(report)]
     parts += ["<h2>Which hosts hold which images</h2>", _presence_grid(report)]
     parts += ["<h2>Hosts</h2><table id='hosts'><tr><th>host</th><th>images</th><th>logical</th><th>physical</th><th>saved</th></tr>"]
     for host, figures in report["hosts"].items():
@@ -132,46 +132,58 @@ def _bytes_chart(report: dict) -> str:
 
 def _sharing_matrix(report: dict) -> str:
     layers = report["layers"][:MATRIX_LAYERS]
-    images = [image["reference"] for image in report["images"]]
-    cell, label = 16, 260
-    out = [f"<svg id='sharing-matrix' role='img' aria-label='images by layers' width='{label + cell * len(layers) + 20}' height='{cell * len(images) + 40}'>"]
-    for column in range(len(layers)):
-        out.append(f"<text x='{label + column * cell + 3}' y='12'>{column + 1}</text>")
-    for row, name in enumerate(images):
-        y = 20 + row * cell
-        out.append(f"<text x='0' y='{y + 12}'>{escape(name)}</text>")
-        for column, layer in enumerate(layers):
-            used = name in layer["images"]
-            shared = len(layer["images"]) > 1
-            color = "#2b5cab" if used and shared else "#8aa4d6" if used else "#f1f3f8"
-            out.append(
-                f"<rect class='cell{' used' if used else ''}' data-image='{escape(name)}' data-layer='{layer['digest']}' x='{label + column * cell}' y='{y}' "
-                f"width='{cell - 2}' height='{cell - 2}' fill='{color}'>"
-                f"<title>{escape(name)} / {layer['digest'][:19]} ({human_size(layer['size'])})</title></rect>"
-            )
-    out.append("</svg>")
-    return "".join(out)
+
+    def cell(name: str, column: int) -> tuple:
+        layer = layers[column]
+        used = name in layer["images"]
+        color = ("#2b5cab" if len(layer["images"]) > 1 else "#8aa4d6") if used else "#f1f3f8"
+        title = f"{name} / {layer['digest'][:19]} ({human_size(layer['size'])})"
+        return "cell used" if used else "cell", {"data-image": name, "data-layer": layer["digest"]}, color, title
+
+    names = [image["reference"] for image in report["images"]]
+    return _grid("sharing-matrix", "images by layers", names, [str(n + 1) for n in range(len(layers))], cell)
+
+
+def _layer_legend(report: dict) -> str:
+    rows = "".join(
+        f"<tr><td class='n'>{number}</td><td><code>{escape(layer['digest'][:19])}</code></td><td class='n'>{human_size(layer['size'])}</td>"
+        f"<td class='n'>{len(layer['images'])}</td><td class='n'>{len(layer['hosts'])}</td></tr>"
+        for number, layer in enumerate(report["layers"][:MATRIX_LAYERS], start=1)
+    )
+    return f"<table id='layers'><tr><th>#</th><th>layer</th><th>size</th><th>images</th><th>hosts</th></tr>{rows}</table>"
 
 
 def _presence_grid(report: dict) -> str:
     hosts = list(report["hosts"])
-    images = report["images"]
-    cell, label = 16, 260
-    top = 10 + 6 * max([len(host) for host in hosts] + [1])  # room for the hosts' names, written upwards
-    width, height = label + cell * len(hosts) + 20, top + cell * len(images) + 20
-    out = [f"<svg id='presence-grid' role='img' aria-label='hosts by images' width='{width}' height='{height}'>"]
-    for column, host in enumerate(hosts):
-        x = label + column * cell + 11
-        out.append(f"<text x='{x}' y='{top - 4}' transform='rotate(-90 {x} {top - 4})'>{escape(host)}</text>")
-    for row, image in enumerate(images):
-        y = top + row * cell
-        out.append(f"<text x='0' y='{y + 12}'>{escape(image['reference'])}</text>")
-        for column, host in enumerate(hosts):
-            held = host in image["hosts"]
+    holders = {image["reference"]: image["hosts"] for image in report["images"]}
+
+    def cell(name: str, column: int) -> tuple:
+        host = hosts[column]
+        held = host in holders[name]
+        title = f"{host}: {'holds' if held else 'lacks'} {name}"
+        return "presence held" if held else "presence", {"data-image": name, "data-host": host}, "#2b5cab" if held else "#f4c7c3", title
+
+    return _grid("presence-grid", "hosts by images", list(holders), hosts, cell)
+
+
+def _grid(ident: str, aria: str, rows: list, columns: list, cell) -> str:
+    """An SVG grid: a label per row, a label per column written upwards, and `cell(row, column)`'s
+    (classes, data attributes, colour, tooltip) for every square."""
+    size, label = 16, 260
+    top = 10 + 6 * max([len(name) for name in columns] + [1])
+    out = [f"<svg id='{ident}' role='img' aria-label='{aria}' width='{label + size * len(columns) + 20}' height='{top + size * len(rows) + 20}'>"]
+    for column, name in enumerate(columns):
+        x = label + column * size + 11
+        out.append(f"<text x='{x}' y='{top - 4}' transform='rotate(-90 {x} {top - 4})'>{escape(name)}</text>")
+    for row, name in enumerate(rows):
+        y = top + row * size
+        out.append(f"<text x='0' y='{y + 12}'>{escape(name)}</text>")
+        for column in range(len(columns)):
+            classes, data, color, title = cell(name, column)
+            attributes = "".join(f" {key}='{escape(value)}'" for key, value in data.items())
             out.append(
-                f"<rect class='presence{' held' if held else ''}' data-image='{escape(image['reference'])}' data-host='{escape(host)}' "
-                f"x='{label + column * cell}' y='{y}' width='{cell - 2}' height='{cell - 2}' fill='{'#2b5cab' if held else '#f4c7c3'}'>"
-                f"<title>{escape(host)}: {'holds' if held else 'lacks'} {escape(image['reference'])}</title></rect>"
+                f"<rect class='{classes}'{attributes} x='{label + column * size}' y='{y}' width='{size - 2}' height='{size - 2}' fill='{color}'>"
+                f"<title>{escape(title)}</title></rect>"
             )
     out.append("</svg>")
     return "".join(out)

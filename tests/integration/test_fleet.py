@@ -109,3 +109,19 @@ def test_a_lockfile_pins_the_fleet_even_when_the_tag_moves(registry, corpus, fle
     assert len(pulled) == 2, [r["task"] for r in results]
     digests = {image["digest"] for result in pulled for item in result["results"] for image in item["images"]}
     assert digests == {corpus.app.digest}, "every host got the locked digest, not the moved tag"
+
+
+def test_check_mode_predicts_per_host_what_would_be_pulled_and_writes_nothing(registry, corpus, fleet, tmp_path):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
+    lockfile = tmp_path / "check.lock.yml"
+    extra = {"prewarm_images": names, "prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True, "layer_report_dir": str(tmp_path / "r")}
+    done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", fleet, "--limit", "host01,host02", "--check", "--diff"])
+    assert done.returncode == 0, done.stdout
+    pulled = [r for r in results if r["task"].endswith("Pull the images")]
+    assert sorted(r["host"] for r in pulled) == ["host01", "host02"]
+    expected = sum(layer.size for layer in {layer.digest: layer for image in (corpus.app, corpus.worker) for layer in image.layers}.values())
+    for r in pulled:
+        assert r["result"]["changed"] is True
+        assert sum(item["downloaded_bytes"] for item in r["result"]["results"]) == expected
+    assert not lockfile.exists()
+    assert not (tmp_path / "stores").exists(), "check mode created no store"
