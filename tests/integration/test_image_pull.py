@@ -189,3 +189,15 @@ def test_a_tag_pinned_to_a_digest_is_stored_as_the_tag_and_moved_back_when_it_dr
     assert back["changed"] is True and back["diff"]["after"][pinned] == corpus.app.digest
     assert not [r for r in registry.requests_since(mark) if r[0] == "HEAD"], "a pin is never resolved"
     assert pull(registry, store, pinned)["changed"] is False
+
+
+def test_concurrent_pulls_into_one_store_lose_no_tag(registry, corpus, store):
+    import concurrent.futures
+
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/oci:1", f"{registry.host}/team/multi:1"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda name: pull(registry, store, name), names))
+    assert all(result["changed"] is True for result in results), results
+    tagged = sorted(entry["annotations"]["org.opencontainers.image.ref.name"] for entry in index_entries(store))
+    assert tagged == sorted(names)
+    assert pull(registry, store, names)["changed"] is False
