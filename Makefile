@@ -12,5 +12,4 @@ test: setup
 
 # Side-by-side timings against skopeo and community.docker; not part of the test run.
 bench: setup
-	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-bench.txt
 	python3 benchmarks/run.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test and check: ruff, unit and integration tests against real services, ansible-lint
+# Every test and check: ruff, unit and integration tests against real services, Molecule, ansible-lint
 # (production profile), ansible-test sanity and the changelog lint. Run through `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ ruff format --check .
 
 echo "== pytest (unit and integration)"
 python3 -m pytest -q
+
+echo "== molecule (a fleet of containers, and the Docker Engine)"
+python3 hack/molecule.py default engine
 
 echo "== ansible-lint"
 ansible-lint
