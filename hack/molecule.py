@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -17,25 +18,38 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 from support.ansible import ansible_env  # noqa: E402
 from support.engines import DockerEngine  # noqa: E402
 from support.images import Image, Pusher, make_layer, random_layer  # noqa: E402
-from support.registry import RegistryServer  # noqa: E402
+from support.registry import RegistryServer, free_port  # noqa: E402
 
-IMAGE = "dockyard-test-debian:bookworm"
+# Platform images: the fleet's (python3 and requests only) and the mirror's (systemd as PID 1).
+IMAGES = {
+    "dockyard-test-debian:bookworm": "python3,python3-requests",
+    "dockyard-test-debian-systemd:bookworm": "python3,python3-requests,systemd,systemd-sysv,docker-registry",
+}
+SCENARIO_IMAGES = {"default": ["dockyard-test-debian:bookworm"], "mirror": ["dockyard-test-debian-systemd:bookworm"], "engine": []}
 MIRROR = "http://deb.debian.org/debian"
 
 
-def build_platform_image(engine: DockerEngine, work: str) -> None:
+def build_platform_image(engine: DockerEngine, work: str, image: str) -> None:
     env = dict(os.environ, DOCKER_HOST=engine.docker_host)
-    if subprocess.run(["docker", "image", "inspect", IMAGE], env=env, capture_output=True, check=False).returncode == 0:
+    if subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True, check=False).returncode == 0:
         return
     rootfs = os.path.join(work, "rootfs")
-    subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-requests", "bookworm", rootfs, MIRROR], check=True, capture_output=True)
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={IMAGES[image]}", "bookworm", rootfs, MIRROR], check=True, capture_output=True)
     tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-    subprocess.run(["docker", "import", "-", IMAGE], stdin=tar.stdout, env=env, check=True, capture_output=True)
+    subprocess.run(["docker", "import", "-", image], stdin=tar.stdout, env=env, check=True, capture_output=True)
     tar.wait()
     shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def seed(registry: RegistryServer) -> list:
+def check_upstream_egress(registry: RegistryServer, mark: int, images: list) -> None:
+    """Three stores pulled through the cache: the upstream served each blob to the cache alone."""
+    fetched = Counter(path.rsplit("/", 1)[1] for method, path, status in registry.requests_since(mark) if method == "GET" and "/blobs/" in path)
+    wanted = {layer.digest for image in images for layer in image.layers} | {image.id for image in images}
+    if set(fetched) != wanted or max(fetched.values()) > 2:
+        raise SystemExit(f"the upstream served {dict(fetched)} for three pulls through the cache")
+
+
+def seed(registry: RegistryServer) -> tuple:
     base = random_layer(2_000_000, "molecule-base")
     images = {
         "fleet/web:1": Image([base, make_layer({"web": b"web\n" * 1000})]),
@@ -44,7 +58,7 @@ def seed(registry: RegistryServer) -> list:
     for name, image in images.items():
         repo, tag = name.split(":")
         Pusher(registry.url).image(repo, tag, image)
-    return [f"{registry.host}/{name}" for name in images]
+    return [f"{registry.host}/{name}" for name in images], list(images.values())
 
 
 def main(scenarios: list) -> int:
@@ -52,23 +66,31 @@ def main(scenarios: list) -> int:
     engine = DockerEngine(os.path.join(work, "docker")).start()
     registry = RegistryServer(os.path.join(work, "registry")).start()
     try:
-        build_platform_image(engine, work)
-        names = seed(registry)
+        for scenario in scenarios:
+            for image in SCENARIO_IMAGES[scenario]:
+                build_platform_image(engine, work, image)
+        names, images = seed(registry)
         env = ansible_env(
             {
                 "DOCKER_HOST": engine.docker_host,
                 "DOCKYARD_MOLECULE_IMAGES": ",".join(names),
                 "DOCKYARD_MOLECULE_REPORT": os.path.join(work, "report"),
                 "DOCKYARD_MOLECULE_ENGINE": engine.docker_host,
+                "DOCKYARD_MOLECULE_UPSTREAM": registry.url,
+                "DOCKYARD_MOLECULE_MIRROR": f"127.0.0.1:{free_port()}",
+                "DOCKYARD_MOLECULE_WORK": work,
             }
         )
         for scenario in scenarios:
             scenario_env = dict(env)
             if scenario != "engine":
-                scenario_env.pop("ANSIBLE_PYTHON_INTERPRETER", None)  # the containers have their own python3
+                scenario_env.pop("ANSIBLE_PYTHON_INTERPRETER", None)  # containers have their own python3
+            mark = registry.mark()
             done = subprocess.run(["molecule", "test", "-s", scenario], cwd=REPO, env=scenario_env, check=False)
             if done.returncode != 0:
                 return done.returncode
+            if scenario == "mirror":
+                check_upstream_egress(registry, mark, images)
         return 0
     finally:
         registry.stop()
@@ -77,4 +99,4 @@ def main(scenarios: list) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["default", "engine"]))
+    sys.exit(main(sys.argv[1:] or ["default", "engine", "mirror"]))
