@@ -11,8 +11,8 @@ ruff format --check .
 echo "== pytest (unit and integration)"
 python3 -m pytest -q
 
-echo "== molecule (a fleet of containers, and the Docker Engine)"
-python3 hack/molecule.py default engine
+echo "== molecule (a fleet of containers, the Docker Engine, a registry mirror under systemd)"
+python3 hack/molecule.py default engine mirror
 
 echo "== ansible-lint"
 ansible-lint
