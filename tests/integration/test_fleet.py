@@ -125,3 +125,26 @@ def test_check_mode_predicts_per_host_what_would_be_pulled_and_writes_nothing(re
         assert sum(item["downloaded_bytes"] for item in r["result"]["results"]) == expected
     assert not lockfile.exists()
     assert not (tmp_path / "stores").exists(), "check mode created no store"
+
+
+def test_a_rollout_in_batches_stops_when_too_many_hosts_fail(registry, corpus, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where host03's store would go")
+    hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / f"host{n:02d}")} for n in range(1, 7)}
+    hosts["host03"]["prewarm_store_path"] = str(blocker / "store")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    extra = {
+        "prewarm_images": [f"{registry.host}/team/app:1"],
+        "prewarm_store": "oci",
+        "prewarm_serial": 2,
+        "prewarm_max_fail_percentage": 0,
+        "layer_report_print_tables": False,
+        "layer_report_dir": str(tmp_path / "report"),
+    }
+    done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", str(inventory)])
+    assert done.returncode != 0
+    pulled = sorted({r["host"] for r in results if r["task"].endswith("Pull the images")})
+    assert pulled == ["host01", "host02", "host03", "host04"], "the batch after the failure never started"
+    failure = next(r["result"] for r in results if r["host"] == "host03" and r["status"] == "failed")
+    assert failure["results"][0]["reason"] in ("invalid_argument", "store_corrupt"), failure
