@@ -27,6 +27,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._registry import D
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
     EngineStore,
     chain_ids,
+    engine_pull_error,
     full_image_id,
     inspect_platform,
     repository_digests,
@@ -84,7 +85,6 @@ class PullResult:
     platform_fallback: bool = False
     layers: list = field(default_factory=list)
     changed: bool = False
-    contacted_registry: bool = False
     error: Optional[DockyardError] = None
 
     @property
@@ -119,6 +119,19 @@ class PullResult:
         return result
 
 
+def _safely(function):
+    """Run `function(plan, ...)`; return its DockyardError, naming the image, instead of raising it."""
+
+    def run(plan, *args):
+        try:
+            function(plan, *args)
+            return None
+        except DockyardError as exc:
+            return exc.with_context(plan.request.reference.familiar)
+
+    return run
+
+
 @dataclass
 class _Plan:
     request: PullRequest
@@ -127,6 +140,7 @@ class _Plan:
     resolved: Optional[ResolvedImage] = None
     platform: Optional[Platform] = None
     wanted_blobs: list = field(default_factory=list)
+    new_entry: Optional[dict] = None  # the index.json descriptor the pull records
 
 
 class OciPuller:
@@ -144,7 +158,7 @@ class OciPuller:
         plans = [_Plan(request, PullResult(request)) for request in requests]
         lock = contextlib.nullcontext() if self.check_mode else self.store.pull_lock()
         with lock, ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-pull") as pool:
-            for plan, failure in zip(plans, pool.map(self._safely(self._resolve), plans)):
+            for plan, failure in zip(plans, pool.map(_safely(self._resolve), plans)):
                 plan.result.error = failure
             claimed = set()
             for plan in plans:
@@ -161,7 +175,7 @@ class OciPuller:
                 downloads = {descriptor.digest: pool.submit(self._download, reference, descriptor) for reference, descriptor in order}
                 for plan in plans:
                     if plan.result.error is None and plan.resolved is not None:
-                        plan.result.error = self._safely(self._finish)(plan, downloads)
+                        plan.result.error = _safely(self._finish)(plan, downloads)
         for plan in plans:
             if plan.result.error is not None:
                 self._report_failure(plan)
@@ -175,17 +189,6 @@ class OciPuller:
                 layer.status = MISSING
         wanted = {d.digest: d.size for d in plan.wanted_blobs}
         result.changed = not self.check_mode and any(self.store.has_blob(digest, size) for digest, size in wanted.items())
-
-    @staticmethod
-    def _safely(function):
-        def run(plan, *args):
-            try:
-                function(plan, *args)
-                return None
-            except DockyardError as exc:
-                return exc.with_context(plan.request.reference.familiar)
-
-        return run
 
     # -- resolve ---------------------------------------------------------------------------------
 
@@ -202,7 +205,6 @@ class OciPuller:
             self._report_present(plan)
             return
         registry = self.client.for_reference(request.reference)
-        result.contacted_registry = True
         head_digest = None if request.reference.pinned else registry.head_manifest(request.reference)
         if present and head_digest and head_digest == result.before:
             self._report_present(plan)
@@ -249,15 +251,13 @@ class OciPuller:
         for descriptor in (resolved.config, *resolved.layers):
             missing = not self.store.has_blob(descriptor.digest, descriptor.size)
             owner = missing and descriptor.digest not in claimed
-            if owner:
+            if missing:
                 claimed.add(descriptor.digest)
-                plan.wanted_blobs.append(descriptor)
-            elif missing:
                 plan.wanted_blobs.append(descriptor)
             if descriptor is not resolved.config:
                 plan.result.layers.append(LayerStatus(descriptor.digest, descriptor.size, PULL_COMPLETE if owner else ALREADY_EXISTS))
-        entry = self._index_entry(plan)
-        plan.result.changed = plan.entry != entry or bool(plan.wanted_blobs)
+        plan.new_entry = self._index_entry(plan)
+        plan.result.changed = plan.entry != plan.new_entry or bool(plan.wanted_blobs)
 
     def _check_room(self, plans: list) -> None:
         """Fail the images to be pulled, before any download, when the store's disk is too small."""
@@ -300,7 +300,7 @@ class OciPuller:
             self.store.put_blob(resolved.index_bytes)
         self.store.put_blob(resolved.manifest_bytes)
         self.store.put_blob(oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type))
-        changed = self.store.record(plan.request.reference, self._index_entry(plan))
+        changed = self.store.record(plan.request.reference, plan.new_entry)
         plan.result.changed = changed or bool(plan.wanted_blobs)
 
     @staticmethod
@@ -345,7 +345,7 @@ class EnginePuller:
         # dockerd fetches a layer once for concurrent pulls; Podman would fetch it once per pull.
         workers = self.concurrency if self.store.kind == "docker" else 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockyard-engine") as pool:
-            for plan, failure in zip(plans, pool.map(OciPuller._safely(self._pull_one), plans)):
+            for plan, failure in zip(plans, pool.map(_safely(self._pull_one), plans)):
                 plan.result.error = failure
         pulled = set()
         for plan in plans:  # concurrent pulls share a layer's download: the first image in the list owns it
@@ -369,7 +369,6 @@ class EnginePuller:
         registry = self.client.for_reference(request.reference)
         head_digest = None
         if not request.reference.pinned and (before is not None or self.check_mode):
-            result.contacted_registry = True
             head_digest = registry.head_manifest(request.reference)
         if before is not None and head_digest and _holds_digest(before, request.reference, head_digest):
             self._report_present(plan, before)
@@ -450,28 +449,6 @@ class EnginePuller:
         config_id = record.id.split(":")[-1][:12]  # Podman lists the config among the layers
         result.layers = [EngineLayerStatus(layer_id, sizes.get(layer_id), statuses[layer_id]) for layer_id in order if layer_id != config_id]
         result.changed = before is None or before.get("Id") != after.get("Id")
-
-
-def engine_pull_error(message: str) -> DockyardError:
-    """An error the engine reported inside its progress stream, mapped to a reason."""
-    lowered = message.lower()
-    if "manifest unknown" in lowered or "not found" in lowered:
-        reason = "not_found"
-    elif "no matching manifest" in lowered or "does not match the specified platform" in lowered:
-        reason = "platform_not_found"
-    elif "unauthorized" in lowered or "authentication required" in lowered or "no basic auth credentials" in lowered:
-        reason = "unauthorized"
-    elif "denied" in lowered:
-        reason = "denied"
-    elif "toomanyrequests" in lowered or "rate limit" in lowered:
-        reason = "rate_limited"
-    elif "certificate" in lowered or "x509" in lowered or "tls" in lowered:
-        reason = "tls"
-    elif "connection refused" in lowered or "no such host" in lowered or "timeout" in lowered:
-        reason = "unreachable"
-    else:
-        reason = "engine_error"
-    return DockyardError(reason, f"the engine failed to pull: {message}")
 
 
 def _runs_on(inspect: dict, platform: Platform) -> bool:

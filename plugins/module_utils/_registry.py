@@ -526,11 +526,11 @@ class Registry:
 
     # -- blobs -----------------------------------------------------------------------------------
 
-    def fetch_blob(self, reference: Reference, descriptor: Descriptor, sink: BlobSink, on_bytes: Optional[Callable] = None) -> None:
+    def fetch_blob(self, reference: Reference, descriptor: Descriptor, sink: BlobSink) -> None:
         """Stream a blob into `sink`, resuming with Range after an interruption, then verify it."""
-        self._each_endpoint(lambda endpoint: self._fetch_blob_from(endpoint, reference, descriptor, sink, on_bytes))
+        self._each_endpoint(lambda endpoint: self._fetch_blob_from(endpoint, reference, descriptor, sink))
 
-    def _fetch_blob_from(self, endpoint: Endpoint, reference: Reference, descriptor: Descriptor, sink: BlobSink, on_bytes) -> None:
+    def _fetch_blob_from(self, endpoint: Endpoint, reference: Reference, descriptor: Descriptor, sink: BlobSink) -> None:
         what = f"fetching blob {descriptor.digest} of {reference.familiar}"
         interruptions = 0
         while sink.offset < descriptor.size:
@@ -558,8 +558,6 @@ class Registry:
                 try:
                     for chunk in response.raw.stream(CHUNK, decode_content=False):
                         sink.write(chunk)
-                        if on_bytes:
-                            on_bytes(len(chunk))
                         if sink.offset > descriptor.size:
                             break
                 except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -170,25 +170,40 @@ class EngineClient:
                         continue
 
 
+_ENGINE_MESSAGE_REASONS = (
+    (("manifest unknown", "not found"), "not_found"),
+    (("no matching manifest", "does not match the specified platform"), "platform_not_found"),
+    (("unauthorized", "authentication required", "no basic auth credentials"), "unauthorized"),
+    (("denied",), "denied"),
+    (("toomanyrequests", "rate limit"), "rate_limited"),
+    (("certificate", "x509", "tls"), "tls"),
+    (("connection refused", "no such host", "timeout"), "unreachable"),
+)
+
+
+def engine_reason(message: str) -> str:
+    """The one place that maps what an engine says went wrong to a reason."""
+    lowered = message.lower()
+    for needles, reason in _ENGINE_MESSAGE_REASONS:
+        if any(needle in lowered for needle in needles):
+            return reason
+    return "engine_error"
+
+
 def engine_error(response, what: str) -> DockyardError:
+    """An engine's HTTP error; 404 and 409 say it all, else its message tells."""
     try:
         message = (response.json() or {}).get("message") or response.text
     except ValueError:
         message = response.text
     message = (message or "").strip()
-    if response.status_code == 404:
-        reason = "not_found"
-    elif response.status_code == 409:
-        reason = "in_use"
-    elif "unauthorized" in message.lower() or "authentication required" in message.lower():
-        reason = "unauthorized"
-    elif "denied" in message.lower():
-        reason = "denied"
-    elif "toomanyrequests" in message.lower() or "rate limit" in message.lower():
-        reason = "rate_limited"
-    else:
-        reason = "engine_error"
+    reason = {404: "not_found", 409: "in_use"}.get(response.status_code) or engine_reason(message)
     return DockyardError(reason, f"the engine refused {what} (HTTP {response.status_code}): {message}", engine_status=response.status_code)
+
+
+def engine_pull_error(message: str) -> DockyardError:
+    """An error the engine reported inside its progress stream (Podman does so inside a 200 answer)."""
+    return DockyardError(engine_reason(message), f"the engine failed to pull: {message}")
 
 
 def chain_ids(diff_ids: list) -> list:
