@@ -79,6 +79,15 @@ def store_from_params(params: dict, pool_size: int = 10):
     return open_store(params["store"], params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)
 
 
+def fail_on_errors(module, outcome: dict, errors: list) -> dict:
+    """Fail `module` with `outcome` when some images failed (the first one's reason, every message); else return it."""
+    if errors:
+        outcome.update(errors[0].to_result())
+        outcome["msg"] = "; ".join(error.message for error in errors)
+        module.fail_json(**outcome)
+    return outcome
+
+
 def run_and_exit(module, work) -> None:
     """Exit `module` with what `work()` returns, or fail it with the error's message and reason."""
     if not HAS_REQUESTS:

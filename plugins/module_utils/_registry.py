@@ -230,8 +230,11 @@ class Endpoint:
         except requests.exceptions.RequestException:
             return f"http://{self.netloc}"
 
-    def request(self, method: str, path: str, *, scope: str, what: str, headers=None, stream=False, params=None, ok=(200,)):
-        """Send a request with auth and retries; return the response whose status is in `ok`."""
+    def request(self, method: str, path: str, *, scope: str, what: str, headers=None, stream=False, params=None, ok=(200,), data=None):
+        """Send a request with auth and retries; return the response whose status is in `ok`.
+
+        `data` is a body: bytes, or a seekable file that is rewound before every attempt.
+        """
         url = path if "://" in path else self.base_url() + path
         headers = dict(headers or {})
         attempt = 0
@@ -240,12 +243,15 @@ class Endpoint:
             auth_header = self._authorization(scope, what)
             if auth_header:
                 headers["Authorization"] = auth_header
+            if hasattr(data, "seek"):
+                data.seek(0)
             try:
                 response = self.session.request(
                     method,
                     url,
                     headers=headers,
                     params=params,
+                    data=data,
                     stream=stream,
                     timeout=(min(self.options.timeout, 10), self.options.timeout),
                     allow_redirects=True,
@@ -383,7 +389,10 @@ class Endpoint:
                 codes.append(str(item.get("code", "UNKNOWN")).upper())
                 if item.get("message"):
                     messages.append(str(item["message"]))
-        except ValueError:
+                # a pull-through cache wraps what its upstream said in an UNKNOWN error's detail
+                detail = item.get("detail")
+                codes.extend(str(inner.get("code", "")).upper() for inner in (detail.get("errors") or []) if isinstance(detail, dict) and isinstance(inner, dict))
+        except (ValueError, AttributeError):
             pass
         reason = _reason_for(response.status_code, codes)
         detail = "; ".join(messages) or response.reason or ""
@@ -399,6 +408,19 @@ class Endpoint:
             error.details["retry_after"] = response.headers.get("Retry-After")
         response.close()
         return error
+
+
+def endpoint_for_url(session, url: str, credentials: Optional[CredentialStore], options: RegistryOptions) -> Endpoint:
+    """An endpoint named by URL (`http://mirror:5000`) or bare `host:port`, which means https.
+
+    It authenticates with what `credentials` hold for its own host; a mirror gets none.
+    """
+    parts = urlsplit(url if "://" in url else "https://" + url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+        raise DockyardError("invalid_argument", f"{url!r} is not a registry endpoint; give http(s)://host[:port] or host[:port]")
+    insecure = parts.netloc in options.insecure_registries
+    credential = (credentials.lookup(parts.netloc) if credentials else None) or Credential()
+    return Endpoint(session, f"{parts.scheme}://{parts.netloc}", parts.netloc, credential, options, insecure, parts.scheme == "http")
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
@@ -429,16 +451,11 @@ class Registry:
         netloc = "registry-1.docker.io" if domain == "docker.io" else domain
         credential = credentials.lookup(domain) or Credential()
         upstream = Endpoint(session, base, netloc, credential, options, domain in options.insecure_registries, _is_loopback(domain))
-        self.endpoints = [self._mirror(session, url) for url in options.mirrors.get(domain, ())] + [upstream]
+        self.endpoints = [endpoint_for_url(session, url, None, options) for url in options.mirrors.get(domain, ())] + [upstream]
         self.upstream = upstream
         # Docker Hub searches on its index host; any other registry may answer /v1/search itself.
         self.index = Endpoint(session, DOCKER_HUB_INDEX, "index.docker.io", credential, options, False, False) if domain == "docker.io" else upstream
         self.warnings = []
-
-    def _mirror(self, session, url: str) -> Endpoint:
-        parts = urlsplit(url if "://" in url else "https://" + url)
-        insecure = parts.netloc in self.options.insecure_registries
-        return Endpoint(session, f"{parts.scheme}://{parts.netloc}", parts.netloc, None, self.options, insecure, parts.scheme == "http")
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -621,6 +638,107 @@ class Registry:
         return items
 
 
+class Destination:
+    """A registry to push into, addressed by one endpoint; repositories keep their source paths."""
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        self.name = endpoint.netloc
+
+    @staticmethod
+    def _scope(path: str) -> str:
+        return f"repository:{path}:pull,push"
+
+    def _manifest(self, method: str, path: str, ref: str, what: str):
+        """The response for a manifest, or None where the destination has none."""
+        try:
+            response = self.endpoint.request(
+                method, f"/v2/{path}/manifests/{ref}", scope=self._scope(path), what=what, headers={"Accept": ACCEPT}, stream=method == "GET", ok=(200, 404)
+            )
+        except DockyardError as exc:
+            if exc.reason == "not_found":  # said in a 5xx, as a pull-through cache does
+                return None
+            raise
+        if response.status_code == 404:
+            response.close()
+            return None
+        return response
+
+    def manifest_digest(self, path: str, ref: str) -> Optional[str]:
+        """What `ref` (a tag or digest) names at the destination, or None when it names nothing."""
+        response = self._manifest("HEAD", path, ref, f"looking up {path}:{ref} on {self.name}")
+        if response is None:
+            return None
+        response.close()
+        return response.headers.get("Docker-Content-Digest") or (ref if ref.startswith("sha256:") else None)
+
+    def read_manifest(self, path: str, digest: str) -> Optional[tuple]:
+        """(bytes, media type) of a manifest the destination holds, verified, or None."""
+        what = f"reading manifest {digest} of {path} on {self.name}"
+        response = self._manifest("GET", path, digest, what)
+        if response is None:
+            return None
+        reference = Reference(domain=self.name, path=path, digest=digest)
+        body = _read_capped(response, MAX_MANIFEST_BYTES, reference)
+        if sha256_digest(body) != digest:
+            raise DockyardError("digest_mismatch", f"{what}: its bytes hash to {sha256_digest(body)}")
+        return body, _manifest_media_type(body, (response.headers.get("Content-Type") or "").split(";")[0].strip(), reference)
+
+    def has_blob(self, path: str, digest: str) -> bool:
+        what = f"looking up blob {digest} in {path} on {self.name}"
+        response = self.endpoint.request("HEAD", f"/v2/{path}/blobs/{digest}", scope=self._scope(path), what=what, ok=(200, 404))
+        response.close()
+        return response.status_code == 200
+
+    def mount_blob(self, path: str, digest: str, source_path: str) -> Optional[str]:
+        """Link a blob another repository of the destination holds; None when mounted, else an upload URL."""
+        return self._start_upload(path, {"mount": digest, "from": source_path}, f"mounting blob {digest} from {source_path} into {path} on {self.name}")
+
+    def upload_blob(self, path: str, digest: str, size: int, stream, location: Optional[str] = None) -> None:
+        """Upload a blob monolithically from the seekable file `stream`; the registry checks the digest."""
+        what = f"pushing blob {digest} to {path} on {self.name}"
+        location = location or self._start_upload(path, None, what)
+        response = self.endpoint.request(
+            "PUT",
+            urljoin(self.endpoint.base_url() + "/", location),
+            scope=self._scope(path),
+            what=what,
+            params={"digest": digest},
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            data=stream,
+            ok=(201, 204),
+        )
+        response.close()
+
+    def _start_upload(self, path: str, params: Optional[dict], what: str) -> Optional[str]:
+        response = self.endpoint.request(
+            "POST", f"/v2/{path}/blobs/uploads/", scope=self._scope(path), what=what, params=params, ok=(201, 202, 405), headers={"Content-Length": "0"}
+        )
+        response.close()
+        if response.status_code == 405:
+            raise DockyardError(
+                "denied", f"{what}: {self.name} does not accept pushes (a pull-through cache never does); copy into a registry that does, such as the mirror's seed endpoint"
+            )
+        if response.status_code == 201:
+            return None
+        location = response.headers.get("Location")
+        if not location:
+            raise DockyardError("unsupported_media_type", f"{what}: {self.name} started an upload without saying where to send it")
+        return location
+
+    def put_manifest(self, path: str, ref: str, body: bytes, media_type: str) -> None:
+        response = self.endpoint.request(
+            "PUT",
+            f"/v2/{path}/manifests/{ref}",
+            scope=self._scope(path),
+            what=f"pushing manifest {path}:{ref} to {self.name}",
+            headers={"Content-Type": media_type},
+            data=body,
+            ok=(201, 204),
+        )
+        response.close()
+
+
 def _pull_scope(reference: Reference) -> str:
     return f"repository:{reference.path}:pull"
 
@@ -684,6 +802,10 @@ class RegistryClient:
         self.session.mount("http://", adapter)
         self._registries = {}
         self._lock = threading.Lock()
+
+    def destination(self, url: str) -> Destination:
+        """The registry at `url` to push into, with the credentials registry_auth gives its host."""
+        return Destination(endpoint_for_url(self.session, url, self.credentials, self.options))
 
     def for_reference(self, reference: Reference) -> Registry:
         return self.registry(reference.domain)

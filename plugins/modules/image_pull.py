@@ -194,6 +194,7 @@ reason:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    fail_on_errors,
     merged_spec,
     registry_argument_spec,
     registry_client,
@@ -236,12 +237,7 @@ def run(module: AnsibleModule) -> dict:
             "after": {r.request.reference.canonical: (r.digest if r.error is None else r.before) for r in results},
         },
     }
-    errors = [result.error for result in results if result.error is not None]
-    if errors:
-        outcome.update(errors[0].to_result())
-        outcome["msg"] = "; ".join(error.message for error in errors)
-        module.fail_json(**outcome)
-    return outcome
+    return fail_on_errors(module, outcome, [result.error for result in results if result.error is not None])
 
 
 def main() -> None:

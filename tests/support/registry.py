@@ -52,7 +52,7 @@ def stop_process(process, grace: float = 30) -> None:
 class RegistryServer:
     """`docker-registry serve` with its own storage; the access log is kept for assertions."""
 
-    def __init__(self, workdir: str, auth: Optional[dict] = None, tls: Optional[tuple] = None, proxy: Optional[dict] = None):
+    def __init__(self, workdir: str, auth: Optional[dict] = None, tls: Optional[tuple] = None, proxy: Optional[dict] = None, storage: Optional[str] = None):
         self.workdir = workdir
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -62,7 +62,7 @@ class RegistryServer:
         config = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}, "fields": {"service": "registry"}},
-            "storage": {"filesystem": {"rootdirectory": os.path.join(workdir, "data")}, "delete": {"enabled": True}},
+            "storage": {"filesystem": {"rootdirectory": storage or os.path.join(workdir, "data")}, "delete": {"enabled": True}},
             "http": {"addr": self.host, "secret": "dockyard-tests"},
         }
         if tls:

@@ -1,0 +1,231 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Copy images from their registries into another registry, one platform each.
+
+reference → the source resolves the platform's manifest (reading manifests the destination
+already holds from there) → the destination says which blobs it lacks → each missing blob is
+fetched once, verified, and uploaded, or mounted from a repository of the destination that has
+it → the manifest is pushed by digest, then tagged. The source serves every blob at most once
+per call, however many images share it.
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
+from ansible_collections.dockyard.images.plugins.module_utils._pull import _safely
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
+from ansible_collections.dockyard.images.plugins.module_utils._registry import Descriptor, Destination, RegistryClient, ResolvedImage
+
+COPIED = "copied"
+MOUNTED = "mounted"
+EXISTS = "exists"
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    reference: Reference
+    platform: Platform
+
+
+@dataclass
+class BlobStatus:
+    digest: str
+    size: int
+    status: str
+
+    def to_dict(self) -> dict:
+        return {"digest": self.digest, "size": self.size, "status": self.status}
+
+
+@dataclass
+class CopyResult:
+    request: CopyRequest
+    digest: Optional[str] = None
+    manifest_digest: Optional[str] = None
+    platform: Optional[str] = None
+    blobs: list = field(default_factory=list)
+    tag_before: Optional[str] = None  # what the tag named at the destination before
+    tag_after: Optional[str] = None
+    changed: bool = False
+    error: Optional[DockyardError] = None
+
+    def to_dict(self, requested: str, destination: str) -> dict:
+        result = {
+            "reference": requested,
+            "canonical": self.request.reference.canonical,
+            "destination": f"{destination}/{self.request.reference.path}",
+            "digest": self.digest,
+            "manifest_digest": self.manifest_digest,
+            "platform": self.platform,
+            "blobs": [blob.to_dict() for blob in self.blobs],
+            "copied_bytes": sum(blob.size for blob in self.blobs if blob.status == COPIED),
+            "reused_bytes": sum(blob.size for blob in self.blobs if blob.status != COPIED),
+            "changed": self.changed,
+        }
+        if self.error is not None:
+            result.update(self.error.to_result(), failed=True)
+        return result
+
+
+class SpoolSink:
+    """A blob fetched into an anonymous temporary file, hashed as it arrives."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.restart()
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def restart(self) -> None:
+        self.file.seek(0)
+        self.file.truncate()
+        self._hash = hashlib.sha256()
+        self.offset = 0
+
+    def digest(self) -> str:
+        return f"sha256:{self._hash.hexdigest()}"
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class _Plan:
+    request: CopyRequest
+    result: CopyResult
+    resolved: Optional[ResolvedImage] = None
+    tag_digest: Optional[str] = None  # what the tag names at the destination now
+    manifest_present: bool = False
+    missing: list = field(default_factory=list)  # descriptors the destination lacks in this repository
+
+
+class Copier:
+    """Copies a list of references into `destination` in one worker pool; check mode only predicts."""
+
+    def __init__(self, client: RegistryClient, destination: Destination, concurrency: int = 3, check_mode: bool = False):
+        self.client = client
+        self.destination = destination
+        self.concurrency = max(1, concurrency)
+        self.check_mode = check_mode
+        self._holders = {}  # digest -> a repository of the destination known to hold it
+        self._lock = threading.Lock()
+
+    def copy(self, requests: list) -> list:
+        plans = [_Plan(request, CopyResult(request)) for request in requests]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-copy") as pool:
+            for plan, failure in zip(plans, pool.map(_safely(self._plan), plans)):
+                plan.result.error = failure
+            live = [plan for plan in plans if plan.result.error is None]
+            wanted = {}
+            for plan in live:
+                for descriptor in plan.missing:
+                    wanted.setdefault(descriptor.digest, (descriptor, []))[1].append(plan)
+            order = sorted(wanted.values(), key=lambda item: -item[0].size)  # the largest bounds the copy: start it first
+            transfers = {descriptor.digest: pool.submit(self._transfer, descriptor, needing) for descriptor, needing in order}
+            for plan in live:
+                plan.result.error = _safely(self._finish)(plan, transfers)
+        return [plan.result for plan in plans]
+
+    # -- plan ------------------------------------------------------------------------------------
+
+    def _plan(self, plan: _Plan) -> None:
+        reference, path = plan.request.reference, plan.request.reference.path
+        registry = self.client.for_reference(reference)
+        top_digest = reference.digest or registry.head_manifest(reference)
+        asked = {}  # digest -> whether the destination holds that manifest (then it is read from there)
+
+        def from_destination(digest: str) -> Optional[tuple]:
+            manifest = self.destination.read_manifest(path, digest)
+            asked[digest] = manifest is not None
+            return manifest
+
+        resolved = registry.resolve(reference, plan.request.platform, top_digest, from_destination)
+        plan.resolved = resolved
+        result = plan.result
+        result.digest, result.manifest_digest = resolved.digest, resolved.manifest_digest
+        result.platform = str(resolved.platform) if resolved.platform else None
+        if reference.tag:
+            plan.tag_digest = self.destination.manifest_digest(path, reference.tag)
+            result.tag_before = result.tag_after = plan.tag_digest
+        if resolved.manifest_digest not in asked:
+            asked[resolved.manifest_digest] = self.destination.manifest_digest(path, resolved.manifest_digest) is not None
+        plan.manifest_present = asked[resolved.manifest_digest]
+        for descriptor in (resolved.config, *resolved.layers):
+            # a manifest the destination accepted had all its blobs: no need to ask about each
+            present = plan.manifest_present or self.destination.has_blob(path, descriptor.digest)
+            if present:
+                self._remember(descriptor.digest, path)
+            else:
+                plan.missing.append(descriptor)
+            result.blobs.append(BlobStatus(descriptor.digest, descriptor.size, EXISTS if present else COPIED))
+        result.changed = bool(plan.missing) or not plan.manifest_present or self._retag(plan)
+
+    def _remember(self, digest: str, path: str) -> None:
+        with self._lock:
+            self._holders.setdefault(digest, path)
+
+    @staticmethod
+    def _retag(plan: _Plan) -> bool:
+        """A tag is pushed unless it names this image already (its index, or the platform's manifest)."""
+        return plan.request.reference.tag is not None and plan.tag_digest not in (plan.resolved.digest, plan.resolved.manifest_digest)
+
+    # -- transfer --------------------------------------------------------------------------------
+
+    def _transfer(self, descriptor: Descriptor, needing: list) -> None:
+        """Put one blob into every repository that lacks it: fetched from the source at most once."""
+        spool = None
+        try:
+            for plan in needing:
+                path = plan.request.reference.path
+                with self._lock:
+                    holder = self._holders.get(descriptor.digest)
+                status, location = COPIED, None
+                if holder is not None:
+                    status = MOUNTED
+                    if not self.check_mode:
+                        location = self.destination.mount_blob(path, descriptor.digest, holder)
+                if self.check_mode:
+                    # the first repository to need it is predicted to copy it; the rest mount
+                    self._remember(descriptor.digest, path)
+                elif holder is None or location is not None:
+                    status = COPIED
+                    if spool is None:
+                        spool = SpoolSink()
+                        source = plan.request.reference
+                        self.client.for_reference(source).fetch_blob(source, descriptor, spool)
+                    spool.file.flush()
+                    self.destination.upload_blob(path, descriptor.digest, descriptor.size, spool.file, location)
+                    self._remember(descriptor.digest, path)
+                for blob in plan.result.blobs:
+                    if blob.digest == descriptor.digest:
+                        blob.status = status
+        finally:
+            if spool is not None:
+                spool.close()
+
+    def _finish(self, plan: _Plan, transfers: dict) -> None:
+        for descriptor in plan.missing:
+            transfers[descriptor.digest].result()
+        if self.check_mode:
+            if self._retag(plan):
+                plan.result.tag_after = plan.resolved.manifest_digest
+            return
+        resolved, path = plan.resolved, plan.request.reference.path
+        if not plan.manifest_present:
+            self.destination.put_manifest(path, resolved.manifest_digest, resolved.manifest_bytes, resolved.manifest_media_type)
+        if self._retag(plan):
+            self.destination.put_manifest(path, plan.request.reference.tag, resolved.manifest_bytes, resolved.manifest_media_type)
+            plan.result.tag_after = resolved.manifest_digest

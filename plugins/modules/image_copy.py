@@ -1,0 +1,205 @@
+#!/usr/bin/python
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_copy
+short_description: Copy container images from their registries into another registry
+version_added: 0.1.0
+description:
+  - Copies one or more images, one platform each, from the registries that publish them into the registry at
+    O(destination), under the same repository paths and tags, registry to registry, without any image store.
+  - Only blobs the destination lacks move. A blob is fetched from its source at most once per task however many
+    images share it, verified against its digest, and uploaded; a repository of the destination that needs a blob
+    another one already holds gets it by a cross-repository mount instead.
+  - Manifests the destination already holds are read from it rather than from the source, so a copy that has
+    nothing to do costs the source one C(HEAD) request per tag.
+  - This is how the P(dockyard.images.prewarm#role) role seeds a P(dockyard.images.registry_mirror#role) mirror so that the upstream
+    registry serves each blob once for a whole fleet.
+author:
+  - Dockyard Images Maintainers (@dockyard)
+extends_documentation_fragment:
+  - dockyard.images.registry
+  - dockyard.images.attributes
+  - dockyard.images.attributes.actiongroup_images
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Check mode resolves the images at their sources, asks the destination which manifests and blobs it holds,
+        and reports which blobs would be copied or mounted; it fetches no blob and pushes nothing.
+  diff_mode:
+    support: full
+    details:
+      - The diff shows what each tag names at the destination before and after.
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Image references to copy, such as V(redis:7) or V(registry.internal:5000/team/app@sha256:...).
+    type: list
+    elements: str
+    required: true
+  destination:
+    description:
+      - The registry to copy into, as V(http://host:port), V(https://host:port) or V(host:port) (which means https).
+      - Credentials for it come from O(registry_auth) or O(docker_config) under its C(host:port).
+      - A pull-through cache does not accept pushes; copy into its seed endpoint
+        (O(dockyard.images.registry_mirror#role:main:registry_mirror_seed_listen)).
+    type: str
+    required: true
+  platform:
+    description:
+      - The platform to copy out of a multi-platform image, as C(os/arch[/variant]). Defaults to the host's platform.
+      - Only that platform's manifest is copied, and the tag at the destination names it, as C(skopeo copy) does without C(--all).
+    type: str
+  concurrency:
+    description: How many blobs to transfer at the same time, across all images.
+    type: int
+    default: 3
+seealso:
+  - module: dockyard.images.image_pull
+  - role: dockyard.images.registry_mirror
+notes:
+  - O(mirrors) apply to the sources, so leave them out to copy straight from the upstream registries.
+  - Failures carry RV(reason), one of V(invalid_reference), V(invalid_argument), V(not_found), V(unauthorized),
+    V(denied), V(rate_limited), V(unreachable), V(tls), V(digest_mismatch), V(platform_not_found), V(unsupported_media_type).
+"""
+
+EXAMPLES = r"""
+---
+- name: Seed the mirror's cache with the next release, fetching each layer from Docker Hub once
+  dockyard.images.image_copy:
+    name: [redis:7, nginx:1.27]
+    destination: https://mirror.internal:5001
+    registry_auth:
+      - registry: mirror.internal:5001
+        username: seeder
+        password: "{{ vault_seed_password }}"
+
+- name: Copy the arm64 build into an air-gapped registry
+  dockyard.images.image_copy:
+    name: ghcr.io/example/app:2.4.1
+    platform: linux/arm64
+    destination: registry.airgap.internal:5000
+"""
+
+RETURN = r"""
+images:
+  description: One entry per requested reference, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    reference:
+      description: The reference as requested.
+      type: str
+      sample: redis:7
+    canonical:
+      description: The fully qualified source reference.
+      type: str
+      sample: docker.io/library/redis:7
+    destination:
+      description: The repository it was copied into.
+      type: str
+      sample: mirror.internal:5001/library/redis
+    digest:
+      description: What the source calls the image (the index digest for multi-platform images).
+      type: str
+    manifest_digest:
+      description: The digest of the platform's image manifest, which the destination now holds.
+      type: str
+    platform:
+      description: The platform copied out of a multi-platform image; null for a single-platform one.
+      type: str
+      sample: linux/amd64
+    blobs:
+      description:
+        - The config and each layer with its C(digest), C(size) and C(status), V(copied) (fetched from the source
+          and uploaded), V(mounted) (linked from another repository of the destination) or V(exists).
+      type: list
+      elements: dict
+    copied_bytes:
+      description: Bytes fetched from the source and uploaded for this image.
+      type: int
+    reused_bytes:
+      description: Bytes the destination already held or mounted.
+      type: int
+    changed:
+      description: Whether the destination changed for this reference.
+      type: bool
+    reason:
+      description: Why this image failed, when it did.
+      type: str
+      returned: on failure of this image
+copied_bytes:
+  description: Bytes fetched and uploaded, over all images; a blob shared by several images counts once.
+  returned: always
+  type: int
+rate_limit:
+  description: The last rate-limit figures a source registry sent (Docker Hub sends them), or null.
+  returned: always
+  type: dict
+reason:
+  description: Why the task failed, when it did.
+  returned: failure
+  type: str
+  sample: denied
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dockyard.images.plugins.module_utils._args import fail_on_errors, merged_spec, registry_argument_spec, registry_client, run_and_exit
+from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, Copier, CopyRequest
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    if params["concurrency"] < 1:
+        raise DockyardError("invalid_argument", "concurrency must be 1 or more")
+    platform = parse_platform(params["platform"]) if params["platform"] else host_platform()
+    requests = [CopyRequest(parse_reference(text), platform) for text in params["name"]]
+    client = registry_client(params, pool_size=params["concurrency"] + 2)
+    destination = client.destination(params["destination"])
+    results = Copier(client, destination, params["concurrency"], module.check_mode).copy(requests)
+    for warning in client.warnings:
+        module.warn(warning)
+    copied = {blob.digest: blob.size for result in results for blob in result.blobs if blob.status == COPIED}
+    outcome = {
+        "changed": any(result.changed for result in results),
+        "images": [result.to_dict(text, destination.name) for result, text in zip(results, params["name"])],
+        "copied_bytes": sum(copied.values()),
+        "rate_limit": client.rate_limit(),
+        "diff": {
+            "before": {f"{destination.name}/{r.request.reference.path}:{r.request.reference.tag}": r.tag_before for r in results if r.request.reference.tag},
+            "after": {f"{destination.name}/{r.request.reference.path}:{r.request.reference.tag}": r.tag_after for r in results if r.request.reference.tag},
+        },
+    }
+    return fail_on_errors(module, outcome, [result.error for result in results if result.error is not None])
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=merged_spec(
+            {
+                "name": {"type": "list", "elements": "str", "required": True},
+                "destination": {"type": "str", "required": True},
+                "platform": {"type": "str"},
+                "concurrency": {"type": "int", "default": 3},
+            },
+            registry_argument_spec,
+        ),
+        supports_check_mode=True,
+    )
+    run_and_exit(module, lambda: run(module))
+
+
+if __name__ == "__main__":
+    main()

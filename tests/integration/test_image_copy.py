@@ -1,0 +1,132 @@
+"""image_copy against real registries: each blob leaves the source once, the destination ends up
+holding exactly the platform's image, re-runs cost only HEADs, and pull-through caches refuse."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import requests
+
+from support.ansible import run_module
+from support.images import Pusher
+from support.proxy import Fault, FaultProxy
+from support.registry import PASSWORD, USER, RegistryServer
+
+
+@pytest.fixture
+def destination(tmp_path):
+    server = RegistryServer(str(tmp_path / "destination")).start()
+    yield server
+    server.stop()
+
+
+def blob_gets(requests_seen) -> Counter:
+    return Counter(path.rsplit("/", 1)[1] for method, path, status in requests_seen if method == "GET" and "/blobs/" in path)
+
+
+def manifest_at(server, repository: str, ref: str) -> requests.Response:
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    return requests.get(f"{server.url}/v2/{repository}/manifests/{ref}", headers={"Accept": accept}, timeout=10)
+
+
+def test_a_copy_fetches_each_blob_once_and_a_second_copy_fetches_nothing(registry, corpus, destination):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/multi:1"]
+    args = {"name": names, "destination": destination.url, "platform": "linux/amd64"}
+    images = [corpus.app, corpus.worker, corpus.amd64]
+    unique = {layer.digest: layer.size for image in images for layer in image.layers} | {image.id: len(image.config) for image in images}
+
+    mark = registry.mark()
+    done = run_module("image_copy", args)
+    assert done["changed"] is True, done
+    assert blob_gets(registry.requests_since(mark)) == Counter(dict.fromkeys(unique, 1)), "every blob left the source exactly once"
+    assert done["copied_bytes"] == sum(unique.values())
+    statuses = {image["reference"]: {blob["digest"]: blob["status"] for blob in image["blobs"]} for image in done["images"]}
+    # the base layer is uploaded into one repository and mounted into the other two
+    assert sorted(statuses[name][corpus.base.digest] for name in names) == ["copied", "mounted", "mounted"]
+    for name, image in zip(names, images):
+        served = manifest_at(destination, name.split("/", 1)[1].rsplit(":", 1)[0], "1")
+        assert served.status_code == 200
+        assert served.headers["Docker-Content-Digest"] == image.digest, "the tag names the platform's manifest"
+    multi = done["images"][2]
+    assert (multi["digest"], multi["manifest_digest"], multi["platform"]) == (corpus.multi.digest, corpus.amd64.digest, "linux/amd64")
+    assert multi["destination"] == f"{destination.host}/team/multi"
+    arm = requests.head(f"{destination.url}/v2/team/multi/blobs/{corpus.arm64.layers[1].digest}", timeout=10)
+    assert arm.status_code == 404, "other platforms stay behind"
+
+    mark = registry.mark()
+    again = run_module("image_copy", args)
+    assert again["changed"] is False, again
+    assert again["copied_bytes"] == 0
+    assert all(blob["status"] == "exists" for image in again["images"] for blob in image["blobs"])
+    seen = [(method, path) for method, path, status in registry.requests_since(mark)]
+    # one HEAD per tag; the index of the multi-platform image is read again, as this destination
+    # holds only the platform's manifest (a mirror's cache that shares its storage holds the index too)
+    assert sorted(seen) == [("GET", f"/v2/team/multi/manifests/{corpus.multi.digest}")] + sorted(("HEAD", f"/v2/team/{n}/manifests/1") for n in ("app", "multi", "worker"))
+
+
+def test_check_mode_predicts_the_copy_and_pushes_nothing(registry, corpus, destination):
+    args = {"name": [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"], "destination": destination.url}
+    mark = registry.mark()
+    predicted = run_module("image_copy", args, check=True, diff=True)
+    assert predicted["changed"] is True, predicted
+    assert blob_gets(registry.requests_since(mark)) == Counter()
+    layers = {layer.digest: layer.size for image in (corpus.app, corpus.worker) for layer in image.layers}
+    assert predicted["copied_bytes"] == sum(layers.values()) + len(corpus.app.config) + len(corpus.worker.config)
+    assert predicted["diff"]["after"][f"{destination.host}/team/app:1"] == corpus.app.digest
+    assert predicted["diff"]["before"][f"{destination.host}/team/app:1"] is None
+    assert requests.get(f"{destination.url}/v2/_catalog", timeout=10).json()["repositories"] == []
+
+    done = run_module("image_copy", args)
+    assert done["copied_bytes"] == predicted["copied_bytes"]
+    assert [image["blobs"] for image in done["images"]] == [image["blobs"] for image in predicted["images"]]
+
+
+def test_a_moved_tag_is_copied_again_and_the_diff_shows_it(registry, corpus, destination):
+    Pusher(registry.url).image("team/moving", "1", corpus.app)
+    args = {"name": [f"{registry.host}/team/moving:1"], "destination": destination.url}
+    assert run_module("image_copy", args)["changed"] is True
+    Pusher(registry.url).image("team/moving", "1", corpus.worker)
+    moved = run_module("image_copy", args, diff=True)
+    assert moved["changed"] is True
+    key = f"{destination.host}/team/moving:1"
+    assert moved["diff"] == {"before": {key: corpus.app.digest}, "after": {key: corpus.worker.digest}}
+    statuses = {blob["digest"]: blob["status"] for blob in moved["images"][0]["blobs"]}
+    assert statuses == {corpus.worker.id: "copied", corpus.base.digest: "exists", corpus.worker.layers[1].digest: "copied"}
+
+
+def test_a_pull_through_cache_refuses_the_copy_with_a_reason(registry, corpus, destination, tmp_path):
+    cache = RegistryServer(str(tmp_path / "cache"), proxy={"remoteurl": destination.url}).start()  # a cache of an empty registry
+    try:
+        failed = run_module("image_copy", {"name": [f"{registry.host}/team/oci:1"], "destination": cache.url, "retries": 1})
+    finally:
+        cache.stop()
+    assert failed["failed"] is True
+    assert failed["reason"] == "denied", failed["msg"]
+    assert "does not accept pushes" in failed["msg"] and "team/oci" in failed["msg"]
+
+
+def test_a_corrupted_blob_is_never_pushed(registry, corpus, destination):
+    proxy = FaultProxy(registry.url).start()
+    try:
+        layer = corpus.oci.layers[0].digest
+        proxy.add(Fault(layer, "corrupt", times=10))
+        failed = run_module("image_copy", {"name": [f"{proxy.host}/team/oci:1"], "destination": destination.url, "retries": 1})
+    finally:
+        proxy.stop()
+    assert failed["failed"] is True and failed["reason"] == "digest_mismatch", failed
+    assert requests.head(f"{destination.url}/v2/team/oci/blobs/{layer}", timeout=10).status_code == 404
+    assert manifest_at(destination, "team/oci", "1").status_code == 404, "no manifest names a blob that is not there"
+
+
+def test_a_destination_with_basic_auth_takes_credentials_from_registry_auth(registry, corpus, tls_registry, ca_file):
+    args = {"name": [f"{registry.host}/team/oci:1"], "destination": f"https://{tls_registry.host}", "ca_path": ca_file}
+    refused = run_module("image_copy", args)
+    assert refused["failed"] is True and refused["reason"] == "unauthorized", refused
+    done = run_module("image_copy", dict(args, registry_auth=[{"registry": tls_registry.host, "username": USER, "password": PASSWORD}]))
+    assert done["changed"] is True, done
+    assert PASSWORD not in done["_stdout"]
+    served = requests.get(
+        f"{tls_registry.url}/v2/team/oci/manifests/1", auth=(USER, PASSWORD), verify=ca_file, timeout=10, headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )
+    assert served.headers["Docker-Content-Digest"] == corpus.oci.digest
