@@ -391,7 +391,8 @@ class Endpoint:
                     messages.append(str(item["message"]))
                 # a pull-through cache wraps what its upstream said in an UNKNOWN error's detail
                 detail = item.get("detail")
-                codes.extend(str(inner.get("code", "")).upper() for inner in (detail.get("errors") or []) if isinstance(detail, dict) and isinstance(inner, dict))
+                inner = (detail.get("errors") or []) if isinstance(detail, dict) else []
+                codes.extend(str(error.get("code", "")).upper() for error in inner if isinstance(error, dict))
         except (ValueError, AttributeError):
             pass
         reason = _reason_for(response.status_code, codes)
@@ -717,7 +718,9 @@ class Destination:
         response.close()
         if response.status_code == 405:
             raise DockyardError(
-                "denied", f"{what}: {self.name} does not accept pushes (a pull-through cache never does); copy into a registry that does, such as the mirror's seed endpoint"
+                "denied",
+                f"{what}: {self.name} does not accept pushes (a pull-through cache never does); "
+                "copy into a registry that does, such as the mirror's seed endpoint",
             )
         if response.status_code == 201:
             return None

@@ -13,10 +13,12 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 from ansible_collections.dockyard.images.plugins.module_utils._registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
+    RegistryOptions,
     _manifest_media_type,
     _range_matches,
     _reason_for,
     _retry_after,
+    endpoint_for_url,
 )
 
 
@@ -31,6 +33,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._registry import (
         (400, ["DENIED"], "denied"),
         (503, [], "unreachable"),
         (500, ["UNKNOWN"], "unreachable"),
+        (500, ["UNKNOWN", "MANIFEST_UNKNOWN"], "not_found"),  # a pull-through cache wrapping its upstream's answer
     ],
 )
 def test_statuses_and_codes_map_to_one_reason(status, codes, reason):
@@ -74,3 +77,23 @@ def test_schema1_is_refused_with_advice():
     with pytest.raises(DockyardError) as caught:
         _manifest_media_type(json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(), "application/vnd.docker.distribution.manifest.v1+prettyjws", REF)
     assert caught.value.reason == "unsupported_media_type" and "schema1" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "plain"),
+    [
+        ("http://mirror:5000", "http://mirror:5000", True),
+        ("https://mirror:5000/", "https://mirror:5000", False),
+        ("mirror.example.com", "https://mirror.example.com", False),
+    ],
+)
+def test_an_endpoint_url_gives_its_scheme_and_host(url, base, plain):
+    endpoint = endpoint_for_url(None, url, None, RegistryOptions())
+    assert (endpoint.base_url(), endpoint.plain_http) == (base, plain)
+
+
+@pytest.mark.parametrize("url", ["ftp://mirror", "http://mirror:5000/v2/library", "http://"])
+def test_an_endpoint_url_with_a_path_or_another_scheme_is_refused(url):
+    with pytest.raises(DockyardError) as caught:
+        endpoint_for_url(None, url, None, RegistryOptions())
+    assert caught.value.reason == "invalid_argument"
