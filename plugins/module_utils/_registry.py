@@ -203,6 +203,7 @@ class Endpoint:
         self.options = options
         self.insecure = insecure  # listed in insecure_registries: TLS is not verified
         self.plain_http = plain_http or insecure  # may fall back to http when TLS is not spoken
+        self._http_first = plain_http  # loopback: asking over http first costs no TLS setup
         self._base_url = base_url
         self._base_lock = threading.Lock()
         self._tokens = TokenCache()
@@ -222,6 +223,8 @@ class Endpoint:
         https = f"https://{self.netloc}"
         if not self.plain_http:
             return https
+        if self._http_first and self._speaks_http():
+            return f"http://{self.netloc}"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
@@ -229,6 +232,15 @@ class Endpoint:
             return https  # it speaks TLS: requests go over https, verified as configured
         except requests.exceptions.RequestException:
             return f"http://{self.netloc}"
+
+    def _speaks_http(self) -> bool:
+        """Whether plain HTTP gets an answer (HEAD: no GET is spent); a TLS port answers 400 (or nothing)."""
+        try:
+            response = self.session.head(f"http://{self.netloc}/v2/", timeout=min(self.options.timeout, 10))
+            response.close()
+            return response.status_code != 400
+        except requests.exceptions.RequestException:
+            return False
 
     def request(self, method: str, path: str, *, scope: str, what: str, headers=None, stream=False, params=None, ok=(200,), data=None):
         """Send a request with auth and retries; return the response whose status is in `ok`.

@@ -45,7 +45,7 @@ def test_reruns_are_unchanged_and_ask_the_registry_at_most_a_head(engine, regist
     assert again["changed"] is False and registry.requests_since(mark) == []
     always = pull(engine, name, policy="always")
     assert always["changed"] is False, always
-    assert [method for method, path, status in registry.requests_since(mark)] == ["HEAD"]
+    assert [method for method, path, status in registry.image_requests_since(mark)] == ["HEAD"]
     assert always["images"][0]["digest"] == corpus.app.digest
 
 

@@ -59,7 +59,7 @@ def test_a_copy_fetches_each_blob_once_and_a_second_copy_fetches_nothing(registr
     assert again["changed"] is False, again
     assert again["copied_bytes"] == 0
     assert all(blob["status"] == "exists" for image in again["images"] for blob in image["blobs"])
-    seen = [(method, path) for method, path, status in registry.requests_since(mark)]
+    seen = [(method, path) for method, path, status in registry.image_requests_since(mark)]
     # one HEAD per tag; the index of the multi-platform image is read again, as this destination
     # holds only the platform's manifest (a mirror's cache that shares its storage holds the index too)
     heads = sorted(("HEAD", f"/v2/team/{name}/manifests/1") for name in ("app", "multi", "worker"))

@@ -61,4 +61,4 @@ def test_remote_digests_only_cost_one_head_each(registry, corpus, store):
     mark = registry.mark()
     facts = run_module("image_facts", {"name": [f"{registry.host}/team/app:1", f"{registry.host}/team/multi:1"], "remote": True, "digests_only": True})
     assert [image["digest"] for image in facts["images"]] == [corpus.app.digest, corpus.multi.digest]
-    assert [method for method, path, status in registry.requests_since(mark)] == ["HEAD", "HEAD"]
+    assert [method for method, path, status in registry.image_requests_since(mark)] == ["HEAD", "HEAD"]

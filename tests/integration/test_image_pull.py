@@ -74,7 +74,7 @@ def test_a_rerun_changes_nothing_and_fetches_nothing(registry, corpus, store):
     assert registry.requests_since(mark) == [], "policy missing must not contact the registry"
 
     always = pull(registry, store, names, policy="always")
-    seen = registry.requests_since(mark)
+    seen = registry.image_requests_since(mark)
     assert always["changed"] is False
     assert [entry[0] for entry in seen] == ["HEAD", "HEAD"], seen
     assert always["images"][0]["digest"] == corpus.app.digest
@@ -127,7 +127,7 @@ def test_a_pinned_digest_is_never_resolved_again(registry, corpus, store):
     mark = registry.mark()
     first = pull(registry, store, pinned, policy="always")
     assert first["changed"] is True
-    assert not [r for r in registry.requests_since(mark) if r[0] == "HEAD"]
+    assert not [r for r in registry.image_requests_since(mark) if r[0] == "HEAD"]
     mark = registry.mark()
     assert pull(registry, store, pinned, policy="always")["changed"] is False
     assert registry.requests_since(mark) == []
@@ -187,7 +187,7 @@ def test_a_tag_pinned_to_a_digest_is_stored_as_the_tag_and_moved_back_when_it_dr
     mark = registry.mark()
     back = pull(registry, store, pinned)
     assert back["changed"] is True and back["diff"]["after"][pinned] == corpus.app.digest
-    assert not [r for r in registry.requests_since(mark) if r[0] == "HEAD"], "a pin is never resolved"
+    assert not [r for r in registry.image_requests_since(mark) if r[0] == "HEAD"], "a pin is never resolved"
     assert pull(registry, store, pinned)["changed"] is False
 
 

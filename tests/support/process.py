@@ -22,13 +22,18 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_module_process(module: str, args: dict, tmp_path) -> tuple:
-    """Run a module file as its own process; return (result, peak RSS in bytes) of that process."""
-    args_file = tmp_path / "args.json"
+def module_command(module: str, args: dict, tmp_path) -> tuple:
+    """(argv, env) that run a module file as its own process, as Ansible would with its arguments."""
+    args_file = tmp_path / f"{module}-args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     env = dict(os.environ, PYTHONPATH=ensure_collection_path())
-    module_path = os.path.join(REPO, "plugins", "modules", f"{module}.py")
-    done = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, module_path, str(args_file)], capture_output=True, env=env, check=False)
+    return [sys.executable, os.path.join(REPO, "plugins", "modules", f"{module}.py"), str(args_file)], env
+
+
+def run_module_process(module: str, args: dict, tmp_path) -> tuple:
+    """Run a module file as its own process; return (result, peak RSS in bytes) of that process."""
+    command, env = module_command(module, args, tmp_path)
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], capture_output=True, env=env, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     peak, output = done.stdout.split(b"\n", 1)
     return json.loads(output), int(peak)

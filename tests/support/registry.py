@@ -99,3 +99,7 @@ class RegistryServer:
 
     def requests_since(self, mark: int) -> list:
         return self.requests_seen()[mark:]
+
+    def image_requests_since(self, mark: int) -> list:
+        """requests_since without the version checks (`/v2/`), which concern no image."""
+        return [entry for entry in self.requests_since(mark) if entry[1] != "/v2/"]
