@@ -186,19 +186,21 @@ class Copier:
 
     def _transfer(self, descriptor: Descriptor, needing: list) -> None:
         """Put one blob into every repository that lacks it: fetched from the source at most once."""
-        spool = None
+        spool, done = None, set()
         try:
             for plan in needing:
                 path = plan.request.reference.path
                 with self._lock:
                     holder = self._holders.get(descriptor.digest)
                 status, location = COPIED, None
-                if holder is not None:
+                if path in done:  # an earlier image of the same repository brought it
+                    status = EXISTS
+                elif holder is not None:
                     status = MOUNTED
                     if not self.check_mode:
                         location = self.destination.mount_blob(path, descriptor.digest, holder)
-                if self.check_mode:
-                    # the first repository to need it is predicted to copy it; the rest mount
+                if self.check_mode or status == EXISTS:
+                    # in check mode the first repository to need it is predicted to copy it; the rest mount
                     self._remember(descriptor.digest, path)
                 elif holder is None or location is not None:
                     status = COPIED
@@ -209,6 +211,7 @@ class Copier:
                     spool.file.flush()
                     self.destination.upload_blob(path, descriptor.digest, descriptor.size, spool.file, location)
                     self._remember(descriptor.digest, path)
+                done.add(path)
                 for blob in plan.result.blobs:
                     if blob.digest == descriptor.digest:
                         blob.status = status

@@ -63,9 +63,10 @@ options:
     default: 3
 seealso:
   - module: dockyard.images.image_pull
-  - role: dockyard.images.registry_mirror
 notes:
   - O(mirrors) apply to the sources, so leave them out to copy straight from the upstream registries.
+  - Each blob passes through an anonymous temporary file on the host running the module (in C(TMPDIR)) while it is
+    verified and uploaded, so that only verified bytes reach the destination; up to O(concurrency) at a time.
   - Failures carry RV(reason), one of V(invalid_reference), V(invalid_argument), V(not_found), V(unauthorized),
     V(denied), V(rate_limited), V(unreachable), V(tls), V(digest_mismatch), V(platform_not_found), V(unsupported_media_type).
 """

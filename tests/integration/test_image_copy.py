@@ -66,6 +66,17 @@ def test_a_copy_fetches_each_blob_once_and_a_second_copy_fetches_nothing(registr
     assert sorted(seen) == [("GET", f"/v2/team/multi/manifests/{corpus.multi.digest}"), *heads]
 
 
+def test_two_tags_of_one_repository_share_a_blob_without_mounting_it(registry, corpus, destination):
+    Pusher(registry.url).image("team/pair", "a", corpus.app)
+    Pusher(registry.url).image("team/pair", "b", corpus.worker)
+    mark = registry.mark()
+    done = run_module("image_copy", {"name": [f"{registry.host}/team/pair:a", f"{registry.host}/team/pair:b"], "destination": destination.url})
+    assert done["changed"] is True, done
+    assert [next(b["status"] for b in image["blobs"] if b["digest"] == corpus.base.digest) for image in done["images"]] == ["copied", "exists"]
+    assert blob_gets(registry.requests_since(mark))[corpus.base.digest] == 1
+    assert manifest_at(destination, "team/pair", "b").headers["Docker-Content-Digest"] == corpus.worker.digest
+
+
 def test_check_mode_predicts_the_copy_and_pushes_nothing(registry, corpus, destination):
     args = {"name": [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"], "destination": destination.url}
     mark = registry.mark()
