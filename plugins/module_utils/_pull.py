@@ -119,6 +119,14 @@ class PullResult:
         return result
 
 
+RESOLVE_WORKERS = 8
+
+
+def resolve_workers(images: int) -> int:
+    """Threads that resolve `images` images at once; the connection pool must hold as many."""
+    return max(1, min(images, RESOLVE_WORKERS))
+
+
 def _safely(function):
     """Run `function(plan, ...)`; return its DockyardError, naming the image, instead of raising it."""
 
@@ -158,8 +166,11 @@ class OciPuller:
         plans = [_Plan(request, PullResult(request)) for request in requests]
         lock = contextlib.nullcontext() if self.check_mode else self.store.pull_lock()
         with lock, ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-pull") as pool:
-            for plan, failure in zip(plans, pool.map(_safely(self._resolve), plans)):
-                plan.result.error = failure
+            # resolving is a few small requests per image, bound by round trips rather than bandwidth:
+            # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency
+            with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as resolvers:
+                for plan, failure in zip(plans, resolvers.map(_safely(self._resolve), plans)):
+                    plan.result.error = failure
             claimed = set()
             for plan in plans:
                 if plan.result.error is None and plan.resolved is not None:

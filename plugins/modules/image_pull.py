@@ -204,7 +204,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
 )
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import EnginePuller, OciPuller, PullRequest
+from ansible_collections.dockyard.images.plugins.module_utils._pull import EnginePuller, OciPuller, PullRequest, resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 
 
@@ -219,7 +219,7 @@ def run(module: AnsibleModule) -> dict:
         raise DockyardError("invalid_argument", "concurrency must be 1 or more")
     requests = pull_requests(params)
     store = store_from_params(params, pool_size=params["concurrency"] + 2)
-    client = registry_client(params, pool_size=params["concurrency"] + 2)
+    client = registry_client(params, pool_size=max(params["concurrency"], resolve_workers(len(requests))) + 2)
     puller = OciPuller if store.name == "oci" else EnginePuller
     results = puller(store, client, params["concurrency"], module.check_mode).pull(requests)
     images = [result.to_dict(text) for result, text in zip(results, params["name"])]
