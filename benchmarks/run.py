@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -156,12 +157,42 @@ def cold_oci(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
         command = ["xargs", "-P", "8", "-n", "1", "curl", "-sfO", "--output-dir", str(raw)]
         subprocess.run(command, input="\n".join(urls), text=True, check=True)
 
+    def start_up():
+        """What any Ansible module on requests pays before its first request: the interpreter and the imports."""
+        run([sys.executable, "-c", "import ansible.module_utils.basic, requests"], env=env)
+
     bench.compare(
         "cold pull into the OCI store",
         "<= 0.5x skopeo, <= 1.5x raw",
         [("image_pull", reset(store), ours), ("skopeo copy", reset(skopeo_store), skopeo), ("raw parallel curl", reset(raw), curl_all)],
         f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique",
     )
+    bench.compare(
+        "cold pull against start-up alone",
+        "",
+        [("image_pull", reset(store), ours), ("python importing ansible and requests", reset(raw), start_up)],
+        "what any Ansible module on requests pays before its first request",
+    )
+    cpu_accounting(bench, registry, [("image_pull", reset(store), ours), ("raw parallel curl", reset(raw), curl_all)])
+
+
+def cpu_accounting(bench: Bench, registry: RegistryServer, sides: list) -> None:
+    """CPU seconds each side and the registry spend on one cold pull: on a small machine they share the cores."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def registry_cpu() -> float:
+        with open(f"/proc/{registry.process.pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    for label, prepare, action in sides:
+        prepare()
+        os.sync()
+        children, served = resource.getrusage(resource.RUSAGE_CHILDREN), registry_cpu()
+        action()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+        bench.record(f"CPU seconds of one cold pull: {label}", f"{own:.2f} s, the registry {registry_cpu() - served:.2f} s", "")
 
 
 def noop_reruns(bench: Bench, registry: RegistryServer, corpus: Corpus, engine: DockerEngine) -> None:

@@ -131,6 +131,19 @@ def test_a_corrupted_blob_is_never_pushed(registry, corpus, destination):
     assert manifest_at(destination, "team/oci", "1").status_code == 404, "no manifest names a blob that is not there"
 
 
+def test_an_upload_the_destination_fails_once_is_retried(registry, corpus, destination):
+    front = FaultProxy(destination.url).start()
+    try:
+        front.add(Fault("/blobs/uploads/", "status", status=503, method="POST"))
+        front.add(Fault("/blobs/uploads/", "status", status=503, method="PUT"))
+        done = run_module("image_copy", {"name": [f"{registry.host}/team/oci:1"], "destination": front.url})
+    finally:
+        front.stop()
+    assert done["changed"] is True, done
+    assert [status for method, path, _range, status in front.log if method in ("POST", "PUT") and "/blobs/" in path][:2] == [503, 202]
+    assert manifest_at(destination, "team/oci", "1").headers["Docker-Content-Digest"] == corpus.oci.digest
+
+
 def test_a_destination_with_basic_auth_takes_credentials_from_registry_auth(registry, corpus, tls_registry, ca_file):
     args = {"name": [f"{registry.host}/team/oci:1"], "destination": f"https://{tls_registry.host}", "ca_path": ca_file}
     refused = run_module("image_copy", args)
