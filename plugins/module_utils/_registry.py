@@ -424,15 +424,19 @@ class Endpoint:
 
 
 def endpoint_for_url(session, url: str, credentials: Optional[CredentialStore], options: RegistryOptions) -> Endpoint:
-    """An endpoint named by URL (`http://mirror:5000`) or bare `host:port`, which means https.
+    """An endpoint named by URL (`http://mirror:5000`) or bare `host:port`, whose scheme is found
+    as a registry's is (https, or plain HTTP on loopback and for insecure registries).
 
     It authenticates with what `credentials` hold for its own host; a mirror gets none.
     """
-    parts = urlsplit(url if "://" in url else "https://" + url)
+    explicit = "://" in url
+    parts = urlsplit(url if explicit else "https://" + url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
         raise DockyardError("invalid_argument", f"{url!r} is not a registry endpoint; give http(s)://host[:port] or host[:port]")
     insecure = parts.netloc in options.insecure_registries
     credential = (credentials.lookup(parts.netloc) if credentials else None) or Credential()
+    if not explicit:
+        return Endpoint(session, None, parts.netloc, credential, options, insecure, _is_loopback(parts.netloc))
     return Endpoint(session, f"{parts.scheme}://{parts.netloc}", parts.netloc, credential, options, insecure, parts.scheme == "http")
 
 

@@ -46,7 +46,8 @@ options:
     required: true
   destination:
     description:
-      - The registry to copy into, as V(http://host:port), V(https://host:port) or V(host:port) (which means https).
+      - The registry to copy into, as V(http://host:port), V(https://host:port) or V(host:port). A bare V(host:port) means
+        https, or plain HTTP when the host is on loopback or in O(insecure_registries) and does not speak TLS.
       - Credentials for it come from O(registry_auth) or O(docker_config) under its C(host:port).
       - A pull-through cache does not accept pushes; copy into its seed endpoint
         (O(dockyard.images.registry_mirror#role:main:registry_mirror_seed_listen)).

@@ -88,6 +88,7 @@ def test_schema1_is_refused_with_advice():
     ],
 )
 def test_an_endpoint_url_gives_its_scheme_and_host(url, base, plain):
+    """(A bare loopback host:port is probed like a registry on loopback; the integration tests cover it.)"""
     endpoint = endpoint_for_url(None, url, None, RegistryOptions())
     assert (endpoint.base_url(), endpoint.plain_http) == (base, plain)
 
