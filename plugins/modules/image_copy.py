@@ -22,6 +22,7 @@ description:
 author:
   - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:
+  - dockyard.images.store
   - dockyard.images.registry
   - dockyard.images.attributes
   - dockyard.images.attributes.actiongroup_images
@@ -65,6 +66,7 @@ options:
 seealso:
   - module: dockyard.images.image_pull
 notes:
+  - The store options are accepted so that one C(module_defaults) group serves every module; copying uses no store.
   - O(mirrors) apply to the sources, so leave them out to copy straight from the upstream registries.
   - Each blob passes through an anonymous temporary file on the host running the module (in C(TMPDIR)) while it is
     verified and uploaded, so that only verified bytes reach the destination; up to O(concurrency) at a time.
@@ -155,7 +157,14 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dockyard.images.plugins.module_utils._args import fail_on_errors, merged_spec, registry_argument_spec, registry_client, run_and_exit
+from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    fail_on_errors,
+    merged_spec,
+    registry_argument_spec,
+    registry_client,
+    run_and_exit,
+    store_argument_spec,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, Copier, CopyRequest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
@@ -196,6 +205,7 @@ def main() -> None:
                 "platform": {"type": "str"},
                 "concurrency": {"type": "int", "default": 3},
             },
+            store_argument_spec,
             registry_argument_spec,
         ),
         supports_check_mode=True,

@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 import requests
+import yaml
 
-from support.ansible import run_module
+from support.ansible import run_module, run_playbook
 from support.images import Pusher
 from support.proxy import Fault, FaultProxy
 from support.registry import PASSWORD, USER, RegistryServer
@@ -155,3 +156,22 @@ def test_a_destination_with_basic_auth_takes_credentials_from_registry_auth(regi
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
     served = requests.get(f"{tls_registry.url}/v2/team/oci/manifests/1", auth=(USER, PASSWORD), verify=ca_file, timeout=10, headers=accept)
     assert served.headers["Docker-Content-Digest"] == corpus.oci.digest
+
+
+def test_one_module_defaults_group_serves_the_copy_and_the_pull(registry, corpus, destination, tmp_path):
+    play = {
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "module_defaults": {"group/dockyard.images.images": {"store_path": str(tmp_path / "store"), "timeout": 30}},
+        "tasks": [
+            {"dockyard.images.image_copy": {"name": [f"{registry.host}/team/oci:1"], "destination": destination.url}},
+            {"dockyard.images.image_pull": {"name": [f"{destination.host}/team/oci:1"]}},
+        ],
+    }
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([play]))
+    done, results = run_playbook(str(playbook), args=["-i", "localhost,"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["result"]["changed"] for r in results] == [True, True]
+    assert results[1]["result"]["images"][0]["digest"] == corpus.oci.digest
