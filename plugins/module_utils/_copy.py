@@ -110,6 +110,7 @@ class _Plan:
     tag_digest: Optional[str] = None  # what the tag names at the destination now
     manifest_present: bool = False
     missing: list = field(default_factory=list)  # descriptors the destination lacks in this repository
+    pushed: bool = False  # whether anything reached the destination for this image, even if it then failed
 
 
 class Copier:
@@ -137,6 +138,9 @@ class Copier:
             transfers = {descriptor.digest: pool.submit(self._transfer, descriptor, needing) for descriptor, needing in order}
             for plan in live:
                 plan.result.error = _safely(self._finish)(plan, transfers)
+        for plan in plans:
+            if plan.result.error is not None:
+                plan.result.changed = plan.pushed
         return [plan.result for plan in plans]
 
     # -- plan ------------------------------------------------------------------------------------
@@ -211,6 +215,7 @@ class Copier:
                     spool.file.flush()
                     self.destination.upload_blob(path, descriptor.digest, descriptor.size, spool.file, location)
                     self._remember(descriptor.digest, path)
+                plan.pushed = plan.pushed or (status != EXISTS and not self.check_mode)
                 done.add(path)
                 for blob in plan.result.blobs:
                     if blob.digest == descriptor.digest:
@@ -229,6 +234,7 @@ class Copier:
         resolved, path = plan.resolved, plan.request.reference.path
         if not plan.manifest_present:
             self.destination.put_manifest(path, resolved.manifest_digest, resolved.manifest_bytes, resolved.manifest_media_type)
+            plan.pushed = True
         if self._retag(plan):
             self.destination.put_manifest(path, plan.request.reference.tag, resolved.manifest_bytes, resolved.manifest_media_type)
             plan.result.tag_after = resolved.manifest_digest

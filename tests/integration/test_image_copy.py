@@ -131,6 +131,8 @@ def test_a_corrupted_blob_is_never_pushed(registry, corpus, destination):
     assert failed["failed"] is True and failed["reason"] == "digest_mismatch", failed
     assert requests.head(f"{destination.url}/v2/team/oci/blobs/{layer}", timeout=10).status_code == 404
     assert manifest_at(destination, "team/oci", "1").status_code == 404, "no manifest names a blob that is not there"
+    config = requests.head(f"{destination.url}/v2/team/oci/blobs/{corpus.oci.id}", timeout=10)
+    assert config.status_code == 200 and failed["changed"] is True, "the config that did arrive is reported as a change"
 
 
 def test_an_upload_the_destination_fails_once_is_retried(registry, corpus, destination):
