@@ -96,6 +96,26 @@ def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_
     assert (tmp_path / "report" / "layers.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_check_mode_with_seeding_predicts_the_copy_and_pushes_nothing(registry, corpus, mirror, fleet, tmp_path):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
+    extra = {
+        "prewarm_images": names,
+        "prewarm_store": "oci",
+        "prewarm_mirrors": {registry.host: [mirror.url]},
+        "prewarm_seed": True,
+        "prewarm_seed_registries": {registry.host: mirror.seed.url},
+        "layer_report_dir": str(tmp_path / "report"),
+    }
+    done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", fleet, "--limit", "host01,host02", "--check"])
+    assert done.returncode == 0, done.stdout
+    copied = next(r["result"] for r in results if r["task"].endswith("each blob fetched from its registry once"))
+    layers = {layer.digest: layer.size for image in (corpus.app, corpus.worker) for layer in image.layers}
+    assert copied["changed"] is True
+    assert copied["results"][0]["copied_bytes"] == sum(layers.values()) + len(corpus.app.config) + len(corpus.worker.config)
+    assert [m for m, path, status in mirror.seed.requests_since(0) if m in ("POST", "PUT", "PATCH")] == [], "nothing was pushed"
+    assert not (tmp_path / "stores").exists(), "check mode created no store"
+
+
 def test_a_lockfile_pins_the_fleet_even_when_the_tag_moves(registry, corpus, fleet, tmp_path):
     Pusher(registry.url).image("team/rolling", "1", corpus.app)
     name = f"{registry.host}/team/rolling:1"
