@@ -22,7 +22,7 @@ from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import _safely
+from ansible_collections.dockyard.images.plugins.module_utils._pull import resolve_workers, safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import Descriptor, Destination, RegistryClient, ResolvedImage
 
@@ -127,8 +127,9 @@ class Copier:
     def copy(self, requests: list) -> list:
         plans = [_Plan(request, CopyResult(request)) for request in requests]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-copy") as pool:
-            for plan, failure in zip(plans, pool.map(_safely(self._plan), plans)):
-                plan.result.error = failure
+            with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as planners:
+                for plan, failure in zip(plans, planners.map(safely(self._plan), plans)):
+                    plan.result.error = failure
             live = [plan for plan in plans if plan.result.error is None]
             wanted = {}
             for plan in live:
@@ -137,7 +138,7 @@ class Copier:
             order = sorted(wanted.values(), key=lambda item: -item[0].size)  # the largest bounds the copy: start it first
             transfers = {descriptor.digest: pool.submit(self._transfer, descriptor, needing) for descriptor, needing in order}
             for plan in live:
-                plan.result.error = _safely(self._finish)(plan, transfers)
+                plan.result.error = safely(self._finish)(plan, transfers)
         for plan in plans:
             if plan.result.error is not None:
                 plan.result.changed = plan.pushed

@@ -127,7 +127,7 @@ def resolve_workers(images: int) -> int:
     return max(1, min(images, RESOLVE_WORKERS))
 
 
-def _safely(function):
+def safely(function):
     """Run `function(plan, ...)`; return its DockyardError, naming the image, instead of raising it."""
 
     def run(plan, *args):
@@ -169,7 +169,7 @@ class OciPuller:
             # resolving is a few small requests per image, bound by round trips rather than bandwidth:
             # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency
             with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as resolvers:
-                for plan, failure in zip(plans, resolvers.map(_safely(self._resolve), plans)):
+                for plan, failure in zip(plans, resolvers.map(safely(self._resolve), plans)):
                     plan.result.error = failure
             claimed = set()
             for plan in plans:
@@ -186,7 +186,7 @@ class OciPuller:
                 downloads = {descriptor.digest: pool.submit(self._download, reference, descriptor) for reference, descriptor in order}
                 for plan in plans:
                     if plan.result.error is None and plan.resolved is not None:
-                        plan.result.error = _safely(self._finish)(plan, downloads)
+                        plan.result.error = safely(self._finish)(plan, downloads)
         for plan in plans:
             if plan.result.error is not None:
                 self._report_failure(plan)
@@ -356,7 +356,7 @@ class EnginePuller:
         # dockerd fetches a layer once for concurrent pulls; Podman would fetch it once per pull.
         workers = self.concurrency if self.store.kind == "docker" else 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockyard-engine") as pool:
-            for plan, failure in zip(plans, pool.map(_safely(self._pull_one), plans)):
+            for plan, failure in zip(plans, pool.map(safely(self._pull_one), plans)):
                 plan.result.error = failure
         pulled = set()
         for plan in plans:  # concurrent pulls share a layer's download: the first image in the list owns it

@@ -168,6 +168,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
 from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, Copier, CopyRequest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._pull import resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 
 
@@ -177,7 +178,7 @@ def run(module: AnsibleModule) -> dict:
         raise DockyardError("invalid_argument", "concurrency must be 1 or more")
     platform = parse_platform(params["platform"]) if params["platform"] else host_platform()
     requests = [CopyRequest(parse_reference(text), platform) for text in params["name"]]
-    client = registry_client(params, pool_size=params["concurrency"] + 2)
+    client = registry_client(params, pool_size=max(params["concurrency"], resolve_workers(len(requests))) + 2)
     destination = client.destination(params["destination"])
     results = Copier(client, destination, params["concurrency"], module.check_mode).copy(requests)
     for warning in client.warnings:
