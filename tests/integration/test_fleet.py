@@ -51,9 +51,9 @@ def blob_gets(requests):
     return [path.rsplit("/", 1)[1] for method, path, status in requests if method == "GET" and "/blobs/" in path]
 
 
-def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_blob(registry, corpus, mirror, fleet, tmp_path):
-    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/multi:1"]
-    extra = {
+def seeded(names: list, registry, mirror, tmp_path) -> dict:
+    """Variables that pre-warm `names` through the mirror, the first host seeding it through its seed endpoint."""
+    return {
         "prewarm_images": names,
         "prewarm_store": "oci",
         "prewarm_mirrors": {registry.host: [mirror.url]},
@@ -61,6 +61,11 @@ def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_
         "prewarm_seed_registries": {registry.host: mirror.seed.url},
         "layer_report_dir": str(tmp_path / "report"),
     }
+
+
+def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_blob(registry, corpus, mirror, fleet, tmp_path):
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/multi:1"]
+    extra = seeded(names, registry, mirror, tmp_path)
     playbook = os.path.join(REPO, "playbooks", "prewarm.yml")
     mark = registry.mark()
     done = run_playbook(playbook, extra, args=["-i", fleet, "-f", "10"])[0]
@@ -98,14 +103,7 @@ def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_
 
 def test_check_mode_with_seeding_predicts_the_copy_and_pushes_nothing(registry, corpus, mirror, fleet, tmp_path):
     names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
-    extra = {
-        "prewarm_images": names,
-        "prewarm_store": "oci",
-        "prewarm_mirrors": {registry.host: [mirror.url]},
-        "prewarm_seed": True,
-        "prewarm_seed_registries": {registry.host: mirror.seed.url},
-        "layer_report_dir": str(tmp_path / "report"),
-    }
+    extra = seeded(names, registry, mirror, tmp_path)
     done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", fleet, "--limit", "host01,host02", "--check"])
     assert done.returncode == 0, done.stdout
     copied = next(r["result"] for r in results if r["task"].endswith("each blob fetched from its registry once"))
