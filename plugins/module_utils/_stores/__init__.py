@@ -76,12 +76,26 @@ def _layer_dict(layer: LayerRecord) -> dict:
 
 
 def select_images(records: list, text: str) -> list:
-    """The records a name means: a reference (every platform of it), or an image id or its prefix."""
+    """The records a name means: a reference (every platform of it), or an image id or its prefix.
+
+    A tag pinned to a digest (`app:1@sha256:…`) means the image held under that tag with that digest,
+    as a pull of it stores it.
+    """
     bare = text[len("sha256:") :] if text.startswith("sha256:") else text
     if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
         return [r for r in records if r.id.split(":", 1)[-1].startswith(bare)]
-    canonical = parse_reference(text).canonical
-    return [r for r in records if r.reference is not None and r.reference.canonical == canonical]
+    wanted = parse_reference(text)
+
+    def means(record: ImageRecord) -> bool:
+        held = record.reference
+        if held is None:
+            return False
+        if held.canonical == wanted.canonical:
+            return True
+        pinned_tag = wanted.tag is not None and wanted.digest is not None
+        return pinned_tag and (held.name, held.tag) == (wanted.name, wanted.tag) and wanted.digest in (record.digest, record.manifest_digest)
+
+    return [r for r in records if means(r)]
 
 
 def select_all(records: list, names: list) -> tuple:

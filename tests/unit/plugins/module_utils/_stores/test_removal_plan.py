@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets, select_all
 
 BASE, APP, WORKER = (LayerRecord(f"sha256:{c * 64}", size) for c, size in (("a", 100), ("b", 10), ("c", 20)))
 
@@ -42,3 +42,12 @@ def test_shared_layers_are_kept_and_named_and_only_deleted_ones_count():
     plan = RemovalPlan([APP_1, APP_LATEST], [WORKER_1], deleted_layers=deleted, kept_layers=kept, deleted_blobs={APP.digest: 10})
     assert plan.to_dict()["bytes_freed"] == 10
     assert plan.deleted_images == [APP_1.id]
+
+
+def test_a_tag_pinned_to_a_digest_means_the_image_held_under_that_tag_with_that_digest():
+    digest, other = "sha256:" + "d" * 64, "sha256:" + "e" * 64
+    pinned = ImageRecord(parse_reference("app:2"), "sha256:" + "3" * 64, digest, "sha256:" + "f" * 64, None, None, [BASE], 0)
+    records = [*RECORDS, pinned]
+    chosen, missing = select_all(records, [f"app:2@{digest}", f"app:2@{other}", f"app:1@{digest}"])
+    assert chosen == [pinned]
+    assert missing == [f"app:2@{other}", f"app:1@{digest}"], "another digest, or the digest under another tag, is not held"
