@@ -62,3 +62,12 @@ def test_remote_digests_only_cost_one_head_each(registry, corpus, store):
     facts = run_module("image_facts", {"name": [f"{registry.host}/team/app:1", f"{registry.host}/team/multi:1"], "remote": True, "digests_only": True})
     assert [image["digest"] for image in facts["images"]] == [corpus.app.digest, corpus.multi.digest]
     assert [method for method, path, status in registry.image_requests_since(mark)] == ["HEAD", "HEAD"]
+
+
+def test_a_tag_pinned_to_a_digest_is_found_only_with_that_digest(registry, corpus, store):
+    pinned = f"{registry.host}/team/app:1@{corpus.app.digest}"
+    run_module("image_pull", {"name": [pinned], "store_path": store})
+    elsewhere = f"{registry.host}/team/app:1@{corpus.worker.digest}"
+    facts = run_module("image_facts", {"store_path": store, "name": [pinned, elsewhere]})
+    assert [image["digest"] for image in facts["images"]] == [corpus.app.digest]
+    assert facts["missing"] == [elsewhere]
