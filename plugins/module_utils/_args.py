@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._registry import HAS_REQUESTS, REQUESTS_IMPORT_ERROR, RegistryClient, RegistryOptions
+from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._registry import (
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_ERROR,
+    RegistryClient,
+    RegistryOptions,
+    resolve_workers,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._stores import open_store
 
 
@@ -73,6 +80,18 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     )
     credentials = CredentialStore(params.get("registry_auth"), params.get("docker_config"))
     return RegistryClient(credentials, options, pool_size=pool_size)
+
+
+def transfer_settings(params: dict) -> tuple:
+    """(concurrency, platform) of a task that moves blobs: its concurrency checked, its platform or the host's."""
+    if params["concurrency"] < 1:
+        raise DockyardError("invalid_argument", "concurrency must be 1 or more")
+    return params["concurrency"], parse_platform(params["platform"]) if params["platform"] else host_platform()
+
+
+def transfer_client(params: dict, images: int) -> RegistryClient:
+    """The client of a task that resolves `images` images at once and moves blobs `concurrency` at a time."""
+    return registry_client(params, pool_size=max(params["concurrency"], resolve_workers(images)) + 2)
 
 
 def store_from_params(params: dict, pool_size: int = 10):

@@ -13,7 +13,6 @@ This module_utils file is private to the dockyard.images collection and may chan
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,16 @@ from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import resolve_workers, safely
+from ansible_collections.dockyard.images.plugins.module_utils._pull import safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import Descriptor, Destination, RegistryClient, ResolvedImage
+from ansible_collections.dockyard.images.plugins.module_utils._registry import (
+    Descriptor,
+    Destination,
+    HashingSink,
+    RegistryClient,
+    ResolvedImage,
+    resolve_workers,
+)
 
 COPIED = "copied"
 MOUNTED = "mounted"
@@ -77,26 +83,19 @@ class CopyResult:
         return result
 
 
-class SpoolSink:
+class SpoolSink(HashingSink):
     """A blob fetched into an anonymous temporary file, hashed as it arrives."""
 
-    def __init__(self):
+    def __init__(self, digest: str):
         self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self.restart()
+        super().__init__(digest)
 
-    def write(self, chunk: bytes) -> None:
+    def _keep(self, chunk: bytes) -> None:
         self.file.write(chunk)
-        self._hash.update(chunk)
-        self.offset += len(chunk)
 
-    def restart(self) -> None:
+    def _discard(self) -> None:
         self.file.seek(0)
         self.file.truncate()
-        self._hash = hashlib.sha256()
-        self.offset = 0
-
-    def digest(self) -> str:
-        return f"sha256:{self._hash.hexdigest()}"
 
     def close(self) -> None:
         self.file.close()
@@ -107,7 +106,6 @@ class _Plan:
     request: CopyRequest
     result: CopyResult
     resolved: Optional[ResolvedImage] = None
-    tag_digest: Optional[str] = None  # what the tag names at the destination now
     manifest_present: bool = False
     missing: list = field(default_factory=list)  # descriptors the destination lacks in this repository
     pushed: bool = False  # whether anything reached the destination for this image, even if it then failed
@@ -163,8 +161,7 @@ class Copier:
         result.digest, result.manifest_digest = resolved.digest, resolved.manifest_digest
         result.platform = str(resolved.platform) if resolved.platform else None
         if reference.tag:
-            plan.tag_digest = self.destination.manifest_digest(path, reference.tag)
-            result.tag_before = result.tag_after = plan.tag_digest
+            result.tag_before = result.tag_after = self.destination.manifest_digest(path, reference.tag)
         if resolved.manifest_digest not in asked:
             asked[resolved.manifest_digest] = self.destination.manifest_digest(path, resolved.manifest_digest) is not None
         plan.manifest_present = asked[resolved.manifest_digest]
@@ -185,37 +182,26 @@ class Copier:
     @staticmethod
     def _retag(plan: _Plan) -> bool:
         """A tag is pushed unless it names this image already (its index, or the platform's manifest)."""
-        return plan.request.reference.tag is not None and plan.tag_digest not in (plan.resolved.digest, plan.resolved.manifest_digest)
+        return plan.request.reference.tag is not None and plan.result.tag_before not in (plan.resolved.digest, plan.resolved.manifest_digest)
 
     # -- transfer --------------------------------------------------------------------------------
 
     def _transfer(self, descriptor: Descriptor, needing: list) -> None:
         """Put one blob into every repository that lacks it: fetched from the source at most once."""
         spool, done = None, set()
+
+        def fetched(source: Reference):
+            nonlocal spool
+            if spool is None:
+                spool = SpoolSink(descriptor.digest)
+                self.client.for_reference(source).fetch_blob(source, descriptor, spool)
+                spool.file.flush()
+            return spool.file
+
         try:
             for plan in needing:
                 path = plan.request.reference.path
-                with self._lock:
-                    holder = self._holders.get(descriptor.digest)
-                status, location = COPIED, None
-                if path in done:  # an earlier image of the same repository brought it
-                    status = EXISTS
-                elif holder is not None:
-                    status = MOUNTED
-                    if not self.check_mode:
-                        location = self.destination.mount_blob(path, descriptor.digest, holder)
-                if self.check_mode or status == EXISTS:
-                    # in check mode the first repository to need it is predicted to copy it; the rest mount
-                    self._remember(descriptor.digest, path)
-                elif holder is None or location is not None:
-                    status = COPIED
-                    if spool is None:
-                        spool = SpoolSink()
-                        source = plan.request.reference
-                        self.client.for_reference(source).fetch_blob(source, descriptor, spool)
-                    spool.file.flush()
-                    self.destination.upload_blob(path, descriptor.digest, descriptor.size, spool.file, location)
-                    self._remember(descriptor.digest, path)
+                status = EXISTS if path in done else self._place(descriptor, path, plan.request.reference, fetched)
                 plan.pushed = plan.pushed or (status != EXISTS and not self.check_mode)
                 done.add(path)
                 for blob in plan.result.blobs:
@@ -224,6 +210,22 @@ class Copier:
         finally:
             if spool is not None:
                 spool.close()
+
+    def _place(self, descriptor: Descriptor, path: str, source: Reference, fetched) -> str:
+        """Mount the blob into `path` from a repository that holds it, else upload `fetched(source)`; say which."""
+        with self._lock:
+            holder = self._holders.get(descriptor.digest)
+        if self.check_mode:  # the first repository to need it is predicted to copy it; the rest mount
+            self._remember(descriptor.digest, path)
+            return COPIED if holder is None else MOUNTED
+        location = None
+        if holder is not None:
+            location = self.destination.mount_blob(path, descriptor.digest, holder)
+            if location is None:
+                return MOUNTED
+        self.destination.upload_blob(path, descriptor.digest, descriptor.size, fetched(source), location)
+        self._remember(descriptor.digest, path)
+        return COPIED
 
     def _finish(self, plan: _Plan, transfers: dict) -> None:
         for descriptor in plan.missing:

@@ -23,7 +23,13 @@ from ansible_collections.dockyard.images.plugins.module_utils._auth import engin
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, compatible_platforms
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import Descriptor, RegistryClient, ResolvedImage, sha256_digest
+from ansible_collections.dockyard.images.plugins.module_utils._registry import (
+    Descriptor,
+    RegistryClient,
+    ResolvedImage,
+    resolve_workers,
+    sha256_digest,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
     EngineStore,
     chain_ids,
@@ -117,14 +123,6 @@ class PullResult:
         if self.error is not None:
             result.update(self.error.to_result(), failed=True)
         return result
-
-
-RESOLVE_WORKERS = 8
-
-
-def resolve_workers(images: int) -> int:
-    """Threads that resolve `images` images at once; the connection pool must hold as many."""
-    return max(1, min(images, RESOLVE_WORKERS))
 
 
 def safely(function):

@@ -173,22 +173,42 @@ class BlobSink:
     def digest(self) -> str: ...
 
 
-class MemorySink(BlobSink):
+class HashingSink(BlobSink):
+    """A sink that hashes what it is given with the algorithm of the digest it expects; subclasses keep the bytes."""
+
     def __init__(self, digest: str):
-        self._algorithm = digest.split(":", 1)[0]
+        algorithm = digest.split(":", 1)[0]
+        self._algorithm = algorithm if algorithm in ("sha256", "sha512") else "sha256"
         self.restart()
 
     def write(self, chunk: bytes) -> None:
-        self.data += chunk
+        self._keep(chunk)
         self._hash.update(chunk)
         self.offset += len(chunk)
 
     def restart(self) -> None:
-        self.data, self.offset = bytearray(), 0
-        self._hash = hashlib.new(self._algorithm if self._algorithm in ("sha256", "sha512") else "sha256")
+        self._discard()
+        self._hash = hashlib.new(self._algorithm)
+        self.offset = 0
 
     def digest(self) -> str:
         return f"{self._hash.name}:{self._hash.hexdigest()}"
+
+    def _keep(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+
+class MemorySink(HashingSink):
+    """A blob kept in memory (a config)."""
+
+    def _keep(self, chunk: bytes) -> None:
+        self.data += chunk
+
+    def _discard(self) -> None:
+        self.data = bytearray()
 
 
 class Endpoint:
@@ -806,6 +826,14 @@ def _manifest_media_type(body: bytes, header_type: str, reference: Reference) ->
     if not media_type:
         media_type = OCI_INDEX if "manifests" in data else OCI_MANIFEST
     return media_type
+
+
+RESOLVE_WORKERS = 8
+
+
+def resolve_workers(images: int) -> int:
+    """Threads that resolve `images` images at once; the connection pool must hold as many."""
+    return max(1, min(images, RESOLVE_WORKERS))
 
 
 class RegistryClient:

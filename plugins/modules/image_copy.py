@@ -161,28 +161,25 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     fail_on_errors,
     merged_spec,
     registry_argument_spec,
-    registry_client,
     run_and_exit,
     store_argument_spec,
+    transfer_client,
+    transfer_settings,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, Copier, CopyRequest
-from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    if params["concurrency"] < 1:
-        raise DockyardError("invalid_argument", "concurrency must be 1 or more")
-    platform = parse_platform(params["platform"]) if params["platform"] else host_platform()
+    concurrency, platform = transfer_settings(params)
     requests = [CopyRequest(parse_reference(text), platform) for text in params["name"]]
-    client = registry_client(params, pool_size=max(params["concurrency"], resolve_workers(len(requests))) + 2)
+    client = transfer_client(params, len(requests))
     destination = client.destination(params["destination"])
-    results = Copier(client, destination, params["concurrency"], module.check_mode).copy(requests)
+    results = Copier(client, destination, concurrency, module.check_mode).copy(requests)
     for warning in client.warnings:
         module.warn(warning)
+    tagged = {f"{r.request.reference.path}:{r.request.reference.tag}": r for r in results if r.request.reference.tag}
     copied = {blob.digest: blob.size for result in results for blob in result.blobs if blob.status == COPIED}
     outcome = {
         "changed": any(result.changed for result in results),
@@ -190,8 +187,8 @@ def run(module: AnsibleModule) -> dict:
         "copied_bytes": sum(copied.values()),
         "rate_limit": client.rate_limit(),
         "diff": {
-            "before": {f"{destination.name}/{r.request.reference.path}:{r.request.reference.tag}": r.tag_before for r in results if r.request.reference.tag},
-            "after": {f"{destination.name}/{r.request.reference.path}:{r.request.reference.tag}": r.tag_after for r in results if r.request.reference.tag},
+            "before": {f"{destination.name}/{tag}": result.tag_before for tag, result in tagged.items()},
+            "after": {f"{destination.name}/{tag}": result.tag_after for tag, result in tagged.items()},
         },
     }
     return fail_on_errors(module, outcome, [result.error for result in results if result.error is not None])

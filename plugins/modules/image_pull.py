@@ -197,31 +197,24 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     fail_on_errors,
     merged_spec,
     registry_argument_spec,
-    registry_client,
     run_and_exit,
     store_argument_spec,
     store_from_params,
+    transfer_client,
+    transfer_settings,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import EnginePuller, OciPuller, PullRequest, resolve_workers
+from ansible_collections.dockyard.images.plugins.module_utils._pull import EnginePuller, OciPuller, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-
-
-def pull_requests(params: dict) -> list:
-    platform = parse_platform(params["platform"]) if params["platform"] else host_platform()
-    return [PullRequest(parse_reference(text), platform, bool(params["platform"]), params["policy"]) for text in params["name"]]
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    if params["concurrency"] < 1:
-        raise DockyardError("invalid_argument", "concurrency must be 1 or more")
-    requests = pull_requests(params)
-    store = store_from_params(params, pool_size=params["concurrency"] + 2)
-    client = registry_client(params, pool_size=max(params["concurrency"], resolve_workers(len(requests))) + 2)
+    concurrency, platform = transfer_settings(params)
+    requests = [PullRequest(parse_reference(text), platform, bool(params["platform"]), params["policy"]) for text in params["name"]]
+    store = store_from_params(params, pool_size=concurrency + 2)
+    client = transfer_client(params, len(requests))
     puller = OciPuller if store.name == "oci" else EnginePuller
-    results = puller(store, client, params["concurrency"], module.check_mode).pull(requests)
+    results = puller(store, client, concurrency, module.check_mode).pull(requests)
     images = [result.to_dict(text) for result, text in zip(results, params["name"])]
     for warning in client.warnings:
         module.warn(warning)
