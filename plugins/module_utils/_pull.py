@@ -182,9 +182,7 @@ class OciPuller:
                 # largest first: the biggest layer bounds the pull, so it must not start last
                 order = sorted(wanted.values(), key=lambda item: -item[1].size)
                 downloads = {descriptor.digest: pool.submit(self._download, reference, descriptor) for reference, descriptor in order}
-                for plan in plans:
-                    if plan.result.error is None and plan.resolved is not None:
-                        plan.result.error = safely(self._finish)(plan, downloads)
+                self._finish([plan for plan in plans if plan.result.error is None and plan.resolved is not None], downloads)
         for plan in plans:
             if plan.result.error is not None:
                 self._report_failure(plan)
@@ -301,16 +299,35 @@ class OciPuller:
             finally:
                 partial.close()
 
-    def _finish(self, plan: _Plan, downloads: dict) -> None:
+    def _finish(self, plans: list, downloads: dict) -> None:
+        """Store every image's manifests while the blobs arrive, then tag the images whose blobs all
+        came, in one write of index.json."""
+        for step in (self._store_manifests, lambda plan: self._await_blobs(plan, downloads)):
+            for plan in plans:
+                if plan.result.error is None:
+                    plan.result.error = safely(step)(plan)
+        self._record([plan for plan in plans if plan.result.error is None])
+
+    def _store_manifests(self, plan: _Plan) -> None:
+        resolved = plan.resolved
+        for body in (resolved.index_bytes, resolved.manifest_bytes, oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type)):
+            if body is not None:
+                self.store.put_blob(body)
+
+    @staticmethod
+    def _await_blobs(plan: _Plan, downloads: dict) -> None:
         for descriptor in plan.wanted_blobs:
             downloads[descriptor.digest].result()
-        resolved = plan.resolved
-        if resolved.index_bytes is not None:
-            self.store.put_blob(resolved.index_bytes)
-        self.store.put_blob(resolved.manifest_bytes)
-        self.store.put_blob(oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type))
-        changed = self.store.record(plan.request.reference, plan.new_entry)
-        plan.result.changed = changed or bool(plan.wanted_blobs)
+
+    def _record(self, plans: list) -> None:
+        try:
+            changed = self.store.record([(plan.request.reference, plan.new_entry) for plan in plans])
+        except DockyardError as exc:
+            for plan in plans:
+                plan.result.error = exc.with_context(plan.request.reference.familiar)
+            return
+        for plan, tag_changed in zip(plans, changed):
+            plan.result.changed = tag_changed or bool(plan.wanted_blobs)
 
     @staticmethod
     def _index_entry(plan: _Plan) -> dict:

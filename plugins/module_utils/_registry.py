@@ -60,6 +60,7 @@ SCHEMA1_TYPES = (
 )
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 CHUNK = 1024 * 1024
+DIGEST_ALGORITHMS = ("sha256", "sha512")
 DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
 DOCKER_HUB_INDEX = "https://index.docker.io"
 RETRYABLE_STATUS = frozenset((408, 499, 500, 502, 503, 504, 522))
@@ -178,11 +179,16 @@ class HashingSink(BlobSink):
 
     def __init__(self, digest: str):
         algorithm = digest.split(":", 1)[0]
-        self._algorithm = algorithm if algorithm in ("sha256", "sha512") else "sha256"
-        self.restart()
+        self._algorithm = algorithm if algorithm in DIGEST_ALGORITHMS else "sha256"
+        self._hash = hashlib.new(self._algorithm)
+        self.offset = 0
 
     def write(self, chunk: bytes) -> None:
         self._keep(chunk)
+        self._count(chunk)
+
+    def _count(self, chunk: bytes) -> None:
+        """Hash bytes the sink holds."""
         self._hash.update(chunk)
         self.offset += len(chunk)
 
@@ -203,6 +209,10 @@ class HashingSink(BlobSink):
 
 class MemorySink(HashingSink):
     """A blob kept in memory (a config)."""
+
+    def __init__(self, digest: str):
+        super().__init__(digest)
+        self.data = bytearray()
 
     def _keep(self, chunk: bytes) -> None:
         self.data += chunk

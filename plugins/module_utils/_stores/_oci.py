@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Optional
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._registry import CHUNK, DIGEST_ALGORITHMS, HashingSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,7 +43,7 @@ _DOCKER_TO_OCI = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
 }
-_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+WRITE_BACK_BYTES = 8 * 1024 * 1024
 _WALKED_TYPES = (
     OCI_MANIFEST,
     OCI_INDEX,
@@ -54,7 +54,7 @@ _WALKED_TYPES = (
 
 def _split_digest(digest: str) -> tuple:
     algorithm, _sep, encoded = digest.partition(":")
-    if algorithm not in _HASHES or not encoded or not all(c in "0123456789abcdef" for c in encoded):
+    if algorithm not in DIGEST_ALGORITHMS or not encoded or not all(c in "0123456789abcdef" for c in encoded):
         raise DockyardError("store_corrupt", f"{digest!r} is not a digest this store can hold")
     return algorithm, encoded
 
@@ -80,35 +80,42 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class PartialBlob:
-    """A blob being downloaded, resumable across runs; it holds an exclusive lock on its file."""
+class PartialBlob(HashingSink):
+    """A blob being downloaded, resumable across runs; it holds an exclusive lock on its file.
+
+    Every WRITE_BACK_BYTES it asks the kernel to start writing what arrived to disk, so the fsync
+    that commits the blob waits for little more than the tail while the download goes on.
+    """
 
     def __init__(self, path: str, digest: str):
-        algorithm = _split_digest(digest)[0]
+        super().__init__(digest)
         self.path = path
-        self._new_hash = _HASHES[algorithm]
         self._file = open(path, "ab+")  # noqa: SIM115 - closed by close()
         fcntl.flock(self._file, fcntl.LOCK_EX)
-        self._hash = self._new_hash()
         self._file.seek(0)
-        for chunk in iter(lambda: self._file.read(1024 * 1024), b""):
-            self._hash.update(chunk)
-        self.offset = self._file.tell()
+        for chunk in iter(lambda: self._file.read(CHUNK), b""):
+            self._count(chunk)  # what an earlier run wrote is resumed, not fetched again
+        self._written_back = self.offset
 
     def write(self, chunk: bytes) -> None:
         with _os_errors(f"writing {self.path}"):
-            self._file.write(chunk)
-        self._hash.update(chunk)
-        self.offset += len(chunk)
+            super().write(chunk)
+            if self.offset - self._written_back >= WRITE_BACK_BYTES:
+                self._start_write_back()
 
-    def restart(self) -> None:
+    def _keep(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def _discard(self) -> None:
         self._file.seek(0)
         self._file.truncate()
-        self._hash = self._new_hash()
-        self.offset = 0
+        self._written_back = 0
 
-    def digest(self) -> str:
-        return f"{self._hash.name}:{self._hash.hexdigest()}"
+    def _start_write_back(self) -> None:
+        self._file.flush()
+        if hasattr(os, "posix_fadvise"):  # Linux starts writing dirty pages back and keeps them cached
+            os.posix_fadvise(self._file.fileno(), self._written_back, self.offset - self._written_back, os.POSIX_FADV_DONTNEED)
+        self._written_back = self.offset
 
     def sync(self) -> None:
         self._file.flush()
@@ -187,7 +194,7 @@ class OciStore:
         return body, media_type
 
     def put_blob(self, data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         if not self.has_blob(digest, len(data)):
             self._write_file(self.blob_path(digest), data)
         return digest
@@ -281,16 +288,20 @@ class OciStore:
                 return entry
         return None
 
-    def record(self, reference: Reference, descriptor: dict) -> bool:
-        """Point `reference` (for the descriptor's platform) at `descriptor`; True if it changed."""
+    def record(self, tags: list) -> list:
+        """Point each (reference, descriptor) of `tags` at the descriptor, for the descriptor's
+        platform, in one write of index.json; return which of them changed."""
         with self._lock("index.lock", fcntl.LOCK_EX):
             entries = self.entries()
-            kept = [e for e in entries if not _same_tag(e, reference, descriptor.get("platform"))]
-            if len(kept) == len(entries) - 1 and descriptor in entries:
-                return False
-            kept.append(descriptor)
-            self._write_file(os.path.join(self.root, "index.json"), _index_bytes(kept))
-            return True
+            changed = []
+            for reference, descriptor in tags:
+                kept = [e for e in entries if not _same_tag(e, reference, descriptor.get("platform"))]
+                changed.append(len(kept) != len(entries) - 1 or descriptor not in entries)
+                if changed[-1]:
+                    entries = [*kept, descriptor]
+            if any(changed):
+                self._write_file(os.path.join(self.root, "index.json"), _index_bytes(entries))
+            return changed
 
     # -- images ----------------------------------------------------------------------------------
 
@@ -355,7 +366,7 @@ class OciStore:
         for algorithm in os.listdir(blobs) if os.path.isdir(blobs) else ():
             folder = os.path.join(blobs, algorithm)
             for name in os.listdir(folder):
-                if algorithm in _HASHES and not name.startswith("."):
+                if algorithm in DIGEST_ALGORITHMS and not name.startswith("."):
                     found[f"{algorithm}:{name}"] = os.path.getsize(os.path.join(folder, name))
         return found
 

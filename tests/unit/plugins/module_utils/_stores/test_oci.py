@@ -36,11 +36,12 @@ def test_a_new_store_is_a_valid_layout(tmp_path):
 
 def test_record_keeps_one_descriptor_per_tag_and_platform(tmp_path):
     store = OciStore(str(tmp_path))
-    assert store.record(REF, descriptor("a")) is True
-    assert store.record(REF, descriptor("a")) is False
-    assert store.record(REF, descriptor("b", arch="arm64")) is True
-    assert store.record(REF, descriptor("c")) is True
+    assert store.record([(REF, descriptor("a"))]) == [True]
+    assert store.record([(REF, descriptor("a"))]) == [False]
+    assert store.record([(REF, descriptor("b", arch="arm64")), (REF, descriptor("c"))]) == [True, True]
     assert sorted(e["digest"][7] for e in store.entries()) == ["b", "c"]
+    assert store.record([(REF, descriptor("c")), (REF, descriptor("d"))]) == [False, True]
+    assert sorted(e["digest"][7] for e in store.entries()) == ["b", "d"]
     assert store.find_entry(REF, parse_platform("linux/arm64"))["digest"][7] == "b"
     assert store.find_entry(parse_reference("example.com/app:2"), None) is None
 
