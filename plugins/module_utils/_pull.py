@@ -149,6 +149,30 @@ class _Plan:
     new_entry: Optional[dict] = None  # the index.json descriptor the pull records
 
 
+class _Room:
+    """The store's free space, reserved image by image for the blobs each one brings."""
+
+    def __init__(self, store: OciStore):
+        self.store = store
+        self.free = store.free_bytes()
+        self.reserved = {}  # digest: size
+
+    def reserve(self, plan: _Plan) -> Optional[DockyardError]:
+        """Reserve room for the blobs `plan` lacks; a disk_full error, before any download, if they do not fit."""
+        new = {d.digest: d.size for d in plan.wanted_blobs if d.digest not in self.reserved}
+        needed = sum(self.reserved.values()) + sum(new.values())
+        if self.free is not None and needed > self.free:
+            return DockyardError(
+                "disk_full",
+                f"{plan.request.reference.familiar}: the pull needs {needed} bytes but only {self.free} are free under {self.store.root}; "
+                "free space or choose another store_path",
+                bytes_needed=needed,
+                bytes_free=self.free,
+            )
+        self.reserved.update(new)
+        return None
+
+
 class OciPuller:
     """Pulls a list of references into an OciStore in one pool; check mode only predicts."""
 
@@ -165,23 +189,18 @@ class OciPuller:
         lock = contextlib.nullcontext() if self.check_mode else self.store.pull_lock()
         with lock, ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-pull") as pool:
             # resolving is a few small requests per image, bound by round trips rather than bandwidth:
-            # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency
+            # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency,
+            # and an image's blobs start coming as soon as it and the images before it are resolved
+            room, downloads, claimed = _Room(self.store), {}, set()
             with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as resolvers:
                 for plan, failure in zip(plans, resolvers.map(safely(self._resolve), plans)):
                     plan.result.error = failure
-            claimed = set()
-            for plan in plans:
-                if plan.result.error is None and plan.resolved is not None:
-                    self._assign_statuses(plan, claimed)
-            self._check_room(plans)
+                    if failure is None and plan.resolved is not None:
+                        self._assign_statuses(plan, claimed)
+                        plan.result.error = room.reserve(plan)
+                        if plan.result.error is None and not self.check_mode:
+                            self._start_downloads(plan, pool, downloads)
             if not self.check_mode:
-                wanted = {}
-                for plan in plans:
-                    for descriptor in plan.wanted_blobs if plan.result.error is None else ():
-                        wanted.setdefault(descriptor.digest, (plan.request.reference, descriptor))
-                # largest first: the biggest layer bounds the pull, so it must not start last
-                order = sorted(wanted.values(), key=lambda item: -item[1].size)
-                downloads = {descriptor.digest: pool.submit(self._download, reference, descriptor) for reference, descriptor in order}
                 self._finish([plan for plan in plans if plan.result.error is None and plan.resolved is not None], downloads)
         for plan in plans:
             if plan.result.error is not None:
@@ -266,23 +285,14 @@ class OciPuller:
         plan.new_entry = self._index_entry(plan)
         plan.result.changed = plan.entry != plan.new_entry or bool(plan.wanted_blobs)
 
-    def _check_room(self, plans: list) -> None:
-        """Fail the images to be pulled, before any download, when the store's disk is too small."""
-        needed = {d.digest: d.size for plan in plans if plan.result.error is None for d in plan.wanted_blobs}
-        free = self.store.free_bytes()
-        if free is None or sum(needed.values()) <= free:
-            return
-        error = DockyardError(
-            "disk_full",
-            f"the pull needs {sum(needed.values())} bytes but only {free} are free under {self.store.root}; free space or choose another store_path",
-            bytes_needed=sum(needed.values()),
-            bytes_free=free,
-        )
-        for plan in plans:
-            if plan.result.error is None and plan.wanted_blobs:
-                plan.result.error = error.with_context(plan.request.reference.familiar)
-
     # -- download and record ---------------------------------------------------------------------
+
+    def _start_downloads(self, plan: _Plan, pool: ThreadPoolExecutor, downloads: dict) -> None:
+        """Queue the blobs the image lacks that no earlier image queued, largest first: the biggest
+        layer bounds the pull, so it must not start last."""
+        for descriptor in sorted(plan.wanted_blobs, key=lambda d: -d.size):
+            if descriptor.digest not in downloads:
+                downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
 
     def _download(self, reference: Reference, descriptor: Descriptor) -> None:
         """Fetch one blob into the store; workers wanting the same blob wait for one download."""

@@ -122,6 +122,21 @@ def test_a_disk_too_small_fails_before_downloading_anything(registry, big_image,
     assert stored_blobs(store) <= {big_image.id.split(":")[1]}
 
 
+def test_on_a_small_disk_the_images_that_fit_are_pulled_and_the_others_fail_before_downloading(
+    registry, corpus, big_image, proxy, small_disk
+):
+    store = os.path.join(small_disk, "store")
+    result = pull(store, [f"{proxy.host}/team/big:1", f"{proxy.host}/team/app:1"])
+    assert result["failed"] and result["reason"] == "disk_full" and "team/big" in result["msg"]
+    big, app = result["images"]
+    assert big["failed"] and big["reason"] == "disk_full" and big["layers"][0]["status"] == "missing"
+    assert not app.get("failed") and app["changed"] is True
+    assert {layer["status"] for layer in app["layers"]} == {"pull_complete"}
+    assert proxy.requests_for(big_image.layers[0].digest) == []
+    held = run_module("image_facts", {"store_path": store})["images"]
+    assert [image["reference"] for image in held] == [f"{proxy.host}/team/app:1"]
+
+
 def test_authorization_is_not_forwarded_when_a_blob_redirects_to_another_host(registry, token_registry, corpus, store):
     front, cdn = FaultProxy(token_registry.url).start(), FaultProxy(registry.url, bind="127.0.0.2").start()
     try:
