@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import engine_auth_header
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, compatible_platforms
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
@@ -29,14 +27,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._registry import (
     ResolvedImage,
     resolve_workers,
     sha256_digest,
-)
-from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
-    EngineStore,
-    chain_ids,
-    engine_pull_error,
-    full_image_id,
-    inspect_platform,
-    repository_digests,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import (
     CONTAINERD_NAME,
@@ -69,15 +59,6 @@ class LayerStatus:
 
     def to_dict(self) -> dict:
         return {"digest": self.digest, "id": self.digest.split(":")[-1][:12], "size": self.size, "status": self.status}
-
-
-@dataclass
-class EngineLayerStatus(LayerStatus):
-    """A layer as an engine's progress stream names it: the first 12 hex digits of its digest, and
-    its size only when the engine reported downloading it."""
-
-    def to_dict(self) -> dict:
-        return {"digest": None, "id": self.digest, "size": self.size, "status": self.status}
 
 
 @dataclass
@@ -355,153 +336,3 @@ class OciPuller:
             REGISTRY_MANIFEST_DIGEST: resolved.manifest_digest,
         }
         return entry
-
-
-_LAYER_ID = re.compile(r"[0-9a-f]{12}\Z")
-_LAYER_STATUS = {"Already exists": ALREADY_EXISTS, "Pull complete": PULL_COMPLETE}
-
-
-class EnginePuller:
-    """Pulls through a Docker or Podman engine; check mode predicts from the registry's manifests.
-
-    The engine does the pull, so a real run asks the registry nothing but, with `policy: always`,
-    one HEAD: Docker Hub counts manifest GETs, and the engine makes its own.
-    """
-
-    def __init__(self, store: EngineStore, client: RegistryClient, concurrency: int = 3, check_mode: bool = False):
-        self.store = store
-        self.client = client
-        self.concurrency = max(1, concurrency)
-        self.check_mode = check_mode
-        self._held = None
-        self._held_lock = threading.Lock()
-
-    def pull(self, requests: list) -> list:
-        plans = [_Plan(request, PullResult(request)) for request in requests]
-        # dockerd fetches a layer once for concurrent pulls; Podman would fetch it once per pull.
-        workers = self.concurrency if self.store.kind == "docker" else 1
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockyard-engine") as pool:
-            for plan, failure in zip(plans, pool.map(safely(self._pull_one), plans)):
-                plan.result.error = failure
-        pulled = set()
-        for plan in plans:  # concurrent pulls share a layer's download: the first image in the list owns it
-            for layer in plan.result.layers:
-                if layer.status == PULL_COMPLETE and layer.digest in pulled:
-                    layer.status = ALREADY_EXISTS
-                pulled.add(layer.digest)
-        return [plan.result for plan in plans]
-
-    def _pull_one(self, plan: _Plan) -> None:
-        request, result = plan.request, plan.result
-        before = self.store.find(request.reference)
-        if before is not None and request.platform_explicit and not _runs_on(before, request.platform):
-            before = None  # the engine holds the tag for another platform
-        result.before = _engine_state(before, request.reference)
-        pin = request.reference.digest
-        held = before is not None and (pin is None or _holds_digest(before, request.reference, pin) is not None)
-        if held and (request.policy == "missing" or request.reference.pinned):
-            self._report_present(plan, before)
-            return
-        registry = self.client.for_reference(request.reference)
-        head_digest = None
-        if not request.reference.pinned and (before is not None or self.check_mode):
-            head_digest = registry.head_manifest(request.reference)
-        if before is not None and head_digest and _holds_digest(before, request.reference, head_digest):
-            self._report_present(plan, before)
-            return
-        if self.check_mode:
-            self._predict(plan, registry, head_digest, before)
-        else:
-            self._engine_pull(plan, before)
-            plan.result.changed = plan.result.changed or not held
-
-    def _report_present(self, plan: _Plan, inspect: dict) -> None:
-        record = self.store.record_for(inspect, None, {})
-        result = plan.result
-        result.id = record.id
-        result.digest = _holds_digest(inspect, plan.request.reference, None)
-        result.platform = str(record.platform) if record.platform else None
-        result.layers = [LayerStatus(layer.digest, layer.size, ALREADY_EXISTS) for layer in record.layers]
-
-    def _predict(self, plan: _Plan, registry, head_digest: Optional[str], before: Optional[dict]) -> None:
-        """What the engine would do: layers are reused up to the first ChainID it lacks, as dockerd does."""
-        request, result = plan.request, plan.result
-        resolved = registry.resolve(request.reference, request.platform, head_digest, lambda digest: None)
-        config = json.loads(registry.fetch_blob_bytes(request.reference, resolved.config))
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        held = self._held_chain_ids()
-        reusing = True
-        for layer, chain in zip(resolved.layers, chain_ids(diff_ids)):
-            reusing = reusing and chain in held
-            result.layers.append(LayerStatus(layer.digest, layer.size, ALREADY_EXISTS if reusing else PULL_COMPLETE))
-        found = resolved.platform or Platform.from_descriptor(config)
-        result.digest, result.manifest_digest, result.id = resolved.digest, resolved.manifest_digest, resolved.config.digest
-        result.platform = str(found) if found else None
-        result.changed = before is None or full_image_id(before.get("Id", "")) != resolved.config.digest
-
-    def _held_chain_ids(self) -> set:
-        with self._held_lock:
-            if self._held is None:
-                self._held = self.store.present_chain_ids()
-            return self._held
-
-    def _engine_pull(self, plan: _Plan, before: Optional[dict]) -> None:
-        request, result = plan.request, plan.result
-        reference = request.reference
-        params = {"fromImage": reference.name, "tag": reference.digest or reference.tag}
-        if request.platform_explicit:
-            params["platform"] = str(request.platform)
-        headers = {}
-        auth = engine_auth_header(self.client.credentials.lookup(reference.domain), reference.domain)
-        if auth:
-            headers["X-Registry-Auth"] = auth
-        order, statuses, sizes = [], {}, {}
-        for event in self.store.client.stream("POST", "/images/create", params=params, headers=headers):
-            if event.get("error") or event.get("errorDetail"):
-                message = event.get("error") or (event.get("errorDetail") or {}).get("message") or "unknown error"
-                raise engine_pull_error(message)
-            layer_id, status = event.get("id") or "", event.get("status") or ""
-            if status.startswith("Digest: "):
-                result.digest = status[len("Digest: ") :].strip()
-            if not _LAYER_ID.match(layer_id):
-                continue
-            if layer_id not in statuses:
-                order.append(layer_id)
-                statuses[layer_id] = PULL_COMPLETE
-            if status in _LAYER_STATUS:
-                statuses[layer_id] = _LAYER_STATUS[status]
-            total = (event.get("progressDetail") or {}).get("total")
-            if status == "Downloading" and total:
-                sizes[layer_id] = total
-        if reference.digest and reference.tag:
-            self.store.tag(f"{reference.name}@{reference.digest}", reference)  # a pull by digest leaves no tag
-        after = self.store.find(reference)
-        if after is None:
-            raise DockyardError("engine_error", f"the engine finished pulling {reference.familiar} but does not hold it")
-        record = self.store.record_for(after, None, {})
-        result.id = record.id
-        result.platform = str(record.platform) if record.platform else None
-        result.digest = result.digest or _holds_digest(after, reference, None)
-        config_id = record.id.split(":")[-1][:12]  # Podman lists the config among the layers
-        result.layers = [EngineLayerStatus(layer_id, sizes.get(layer_id), statuses[layer_id]) for layer_id in order if layer_id != config_id]
-        result.changed = before is None or before.get("Id") != after.get("Id")
-
-
-def _runs_on(inspect: dict, platform: Platform) -> bool:
-    found = inspect_platform(inspect)
-    accepted = {(p.os, p.architecture, p.variant) for p in compatible_platforms(platform)}
-    return found is None or (found.os, found.architecture, found.variant) in accepted
-
-
-def _holds_digest(inspect: dict, reference: Reference, digest: Optional[str]) -> Optional[str]:
-    """With a digest: it, if the engine's RepoDigests list it for this repository. Without: the first they list."""
-    held = repository_digests(reference, inspect.get("RepoDigests") or [])
-    if digest is None:
-        return held[0] if held else None
-    return digest if digest in held else None
-
-
-def _engine_state(inspect: Optional[dict], reference: Reference) -> Optional[str]:
-    if inspect is None:
-        return None
-    return _holds_digest(inspect, reference, None) or full_image_id(inspect.get("Id", ""))

@@ -203,21 +203,28 @@ def open_store(store: str = "auto", store_path: Optional[str] = None, docker_hos
     `auto` is the embedded OCI layout when store_path is given; otherwise the Docker or Podman
     engine whose socket answers (docker_host, DOCKER_HOST, then the usual sockets), else the OCI layout.
     """
-    from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, default_docker_host
-    from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
-
-    if store == "oci" or (store == "auto" and store_path):
-        return OciStore(store_path or default_store_path(), lock_timeout=timeout)
-    if store in ("docker", "podman"):
-        engine = EngineStore(docker_host or default_docker_host(store), store, timeout, pool_size)
-        engine.kind = engine.client.info().name
-        return engine
-    if store != "auto":
+    if store not in ("auto", "oci", "docker", "podman"):
         raise ValueError(f"unknown store {store!r}")
-    candidates = [docker_host] if docker_host else [default_docker_host("docker"), default_docker_host("podman")]
-    for host in dict.fromkeys(candidates):
-        engine = EngineStore(host, "docker", timeout, pool_size)
-        if engine.client.ping():
-            engine.kind = engine.client.info().name
+    if store in ("docker", "podman") or (store == "auto" and not store_path):
+        engine = _open_engine(store, docker_host, timeout, pool_size)
+        if engine is not None:
             return engine
-    return OciStore(default_store_path(), lock_timeout=timeout)
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore  # each backend loads when chosen
+
+    return OciStore(store_path or default_store_path(), lock_timeout=timeout)
+
+
+def _open_engine(store: str, docker_host: Optional[str], timeout: float, pool_size: int):
+    """The engine `store` names; with `auto`, the first whose socket answers, or None."""
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, default_docker_host
+
+    if store != "auto":
+        engine = EngineStore(docker_host or default_docker_host(store), store, timeout, pool_size)
+    else:
+        candidates = [docker_host] if docker_host else [default_docker_host("docker"), default_docker_host("podman")]
+        engines = (EngineStore(host, "docker", timeout, pool_size) for host in dict.fromkeys(candidates))
+        engine = next((candidate for candidate in engines if candidate.client.ping()), None)
+        if engine is None:
+            return None
+    engine.kind = engine.client.info().name
+    return engine
