@@ -212,7 +212,8 @@ class OciPuller:
             self._report_present(plan)
             return
         registry = self.client.for_reference(request.reference)
-        head_digest = None if request.reference.pinned else registry.head_manifest(request.reference)
+        # a HEAD tells whether a held tag moved; a tag the store lacks is fetched with one GET at once
+        head_digest = None if request.reference.pinned or plan.entry is None else registry.head_manifest(request.reference)
         if present and head_digest and head_digest == result.before:
             self._report_present(plan)
             return

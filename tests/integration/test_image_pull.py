@@ -45,6 +45,12 @@ def test_pulling_worker_after_app_reuses_the_shared_base_layer(registry, corpus,
     assert image["downloaded_bytes"] == corpus.worker.layers[1].size
     gets = blob_gets(registry.requests_since(mark))
     assert not any(corpus.base.digest in path for path in gets), gets
+    # a tag the store lacks costs one GET for its manifest, then only the blobs the store lacks
+    assert [(method, path) for method, path, status in registry.image_requests_since(mark)] == [
+        ("GET", "/v2/team/worker/manifests/1"),
+        ("GET", f"/v2/team/worker/blobs/{corpus.worker.id}"),
+        ("GET", f"/v2/team/worker/blobs/{corpus.worker.layers[1].digest}"),
+    ]
     assert image["id"] == corpus.worker.id
     assert image["digest"] == corpus.worker.digest
 
