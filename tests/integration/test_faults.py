@@ -121,9 +121,7 @@ def test_a_disk_too_small_fails_before_downloading_anything(registry, big_image,
     assert stored_blobs(store) <= {big_image.id.split(":")[1]}
 
 
-def test_on_a_small_disk_the_images_that_fit_are_pulled_and_the_others_fail_before_downloading(
-    registry, corpus, big_image, proxy, small_disk
-):
+def test_on_a_small_disk_the_images_that_fit_are_pulled_and_the_others_fail_before_downloading(registry, corpus, big_image, proxy, small_disk):
     store = os.path.join(small_disk, "store")
     result = pull(store, [f"{proxy.host}/team/big:1", f"{proxy.host}/team/app:1"])
     assert result["failed"] and result["reason"] == "disk_full" and "team/big" in result["msg"]
