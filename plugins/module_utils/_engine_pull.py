@@ -86,9 +86,8 @@ class EnginePuller:
             self._report_present(result, before)
             return
         registry = self.client.for_reference(request.reference)
-        head_digest = None
-        if not request.reference.pinned and (before is not None or self.check_mode):
-            head_digest = registry.head_manifest(request.reference)
+        # a HEAD tells whether a held tag moved; check mode reads a tag the engine lacks with one GET
+        head_digest = None if request.reference.pinned or before is None else registry.head_manifest(request.reference)
         if before is not None and head_digest and _holds_digest(before, request.reference, head_digest):
             self._report_present(result, before)
             return

@@ -294,10 +294,11 @@ class OciPuller:
     def _finish(self, plans: list, downloads: dict) -> None:
         """Store every image's manifests while the blobs arrive, then tag the images whose blobs all
         came, in one write of index.json."""
-        for step in (self._store_manifests, lambda plan: self._await_blobs(plan, downloads)):
-            for plan in plans:
-                if plan.result.error is None:
-                    plan.result.error = safely(step)(plan)
+        for plan in plans:
+            plan.result.error = safely(self._store_manifests)(plan)
+        for plan in plans:
+            if plan.result.error is None:
+                plan.result.error = safely(self._await_blobs)(plan, downloads)
         self._record([plan for plan in plans if plan.result.error is None])
 
     def _store_manifests(self, plan: _Plan) -> None:

@@ -73,7 +73,7 @@ notes:
   - Failures carry RV(reason), one of V(invalid_reference), V(invalid_argument), V(not_found), V(unauthorized),
     V(denied), V(rate_limited), V(unreachable), V(tls), V(digest_mismatch), V(platform_not_found),
     V(store_locked), V(store_corrupt), V(unsupported_media_type), V(disk_full), V(engine_error).
-  - With the OCI store, room on its disk is counted image by image in list order, before any download: the images
+  - With the OCI store, room on its disk is counted image by image in list order before any download; the images
     that fit are pulled, the others fail with V(disk_full).
 """
 
