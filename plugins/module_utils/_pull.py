@@ -172,14 +172,16 @@ class OciPuller:
             # resolving is a few small requests per image, bound by round trips rather than bandwidth:
             # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency,
             # and an image's blobs start coming as soon as it and the images before it are resolved
-            room, downloads, claimed = _Room(self.store), {}, set()
+            room, downloads = _Room(self.store), {}
             with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as resolvers:
                 for plan, failure in zip(plans, resolvers.map(safely(self._resolve), plans)):
                     plan.result.error = failure
                     if failure is None and plan.resolved is not None:
-                        self._assign_statuses(plan, claimed)
+                        self._assign_statuses(plan, room.reserved)
                         plan.result.error = room.reserve(plan)
-                        if plan.result.error is None and not self.check_mode:
+                        if plan.result.error is not None:
+                            self._refuse(plan)
+                        elif not self.check_mode:
                             self._start_downloads(plan, pool, downloads)
             if not self.check_mode:
                 self._finish([plan for plan in plans if plan.result.error is None and plan.resolved is not None], downloads)
@@ -253,19 +255,30 @@ class OciPuller:
         result.platform = str(record.platform) if record.platform else None
         result.layers = [LayerStatus(layer.digest, layer.size, ALREADY_EXISTS) for layer in record.layers]
 
-    def _assign_statuses(self, plan: _Plan, claimed: set) -> None:
-        """A blob is pulled by the first image in the list that lacks it; later ones reuse it."""
+    def _assign_statuses(self, plan: _Plan, coming) -> None:
+        """What the image lacks. A blob is pulled by the first image in the list that lacks it and
+        has room for it; for the images after that one, the blob is `coming` and reused."""
         resolved = plan.resolved
+        own = set()
         for descriptor in (resolved.config, *resolved.layers):
             missing = not self.store.has_blob(descriptor.digest, descriptor.size)
-            owner = missing and descriptor.digest not in claimed
+            owner = missing and descriptor.digest not in coming and descriptor.digest not in own
             if missing:
-                claimed.add(descriptor.digest)
+                own.add(descriptor.digest)
                 plan.wanted_blobs.append(descriptor)
             if descriptor is not resolved.config:
                 plan.result.layers.append(LayerStatus(descriptor.digest, descriptor.size, PULL_COMPLETE if owner else ALREADY_EXISTS))
         plan.new_entry = self._index_entry(plan)
         plan.result.changed = plan.entry != plan.new_entry or bool(plan.wanted_blobs)
+
+    @staticmethod
+    def _refuse(plan: _Plan) -> None:
+        """An image the disk has no room for fetches nothing: what it lacks stays missing, even if a
+        later image of the list brings it."""
+        for layer in plan.result.layers:
+            if layer.status == PULL_COMPLETE:
+                layer.status = MISSING
+        plan.wanted_blobs = []
 
     # -- download and record ---------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from support.ansible import run_module
+from support.images import Image, Pusher
 from support.proxy import Fault, FaultProxy
 from support.registry import PASSWORD, USER, free_port
 
@@ -122,13 +123,17 @@ def test_a_disk_too_small_fails_before_downloading_anything(registry, big_image,
 
 
 def test_on_a_small_disk_the_images_that_fit_are_pulled_and_the_others_fail_before_downloading(registry, corpus, big_image, proxy, small_disk):
+    Pusher(registry.url).image("team/bigbase", "1", Image([corpus.base, big_image.layers[0]]))  # shares its base with app
     store = os.path.join(small_disk, "store")
-    result = pull(store, [f"{proxy.host}/team/big:1", f"{proxy.host}/team/app:1"])
-    assert result["failed"] and result["reason"] == "disk_full" and "team/big" in result["msg"]
+    result = pull(store, [f"{proxy.host}/team/bigbase:1", f"{proxy.host}/team/app:1"])
+    assert result["failed"] and result["reason"] == "disk_full" and "team/bigbase" in result["msg"]
     big, app = result["images"]
-    assert big["failed"] and big["reason"] == "disk_full" and big["layers"][0]["status"] == "missing"
+    assert big["failed"] and big["reason"] == "disk_full"
+    assert [layer["status"] for layer in big["layers"]] == ["missing", "missing"]
+    assert big["changed"] is False and big["downloaded_bytes"] == 0
     assert not app.get("failed") and app["changed"] is True
-    assert {layer["status"] for layer in app["layers"]} == {"pull_complete"}
+    assert [layer["status"] for layer in app["layers"]] == ["pull_complete", "pull_complete"]
+    assert result["downloaded_bytes"] == app["downloaded_bytes"] == sum(layer.size for layer in corpus.app.layers)
     assert proxy.requests_for(big_image.layers[0].digest) == []
     held = run_module("image_facts", {"store_path": store})["images"]
     assert [image["reference"] for image in held] == [f"{proxy.host}/team/app:1"]
