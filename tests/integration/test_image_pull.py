@@ -51,7 +51,7 @@ def test_pulling_worker_after_app_reuses_the_shared_base_layer(registry, corpus,
     assert sorted(requests[1:]) == sorted(("GET", f"/v2/team/worker/blobs/{blob}") for blob in (corpus.worker.id, corpus.worker.layers[1].digest))
     assert image["id"] == corpus.worker.id
     assert image["digest"] == corpus.worker.digest
-    # a single-manifest image names its platform in its config, which came with the layers
+    # a single-manifest image names its platform only in its config
     assert image["platform"] == "linux/amd64"
     entry = next(e for e in index_entries(store) if e["annotations"]["org.opencontainers.image.ref.name"].endswith("team/worker:1"))
     assert entry["platform"] == {"architecture": "amd64", "os": "linux"}
