@@ -26,7 +26,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 from ansible_collections.dockyard.images.plugins.module_utils._registry import (
     Descriptor,
     Destination,
-    HashingSink,
+    FileSink,
     RegistryClient,
     ResolvedImage,
     resolve_workers,
@@ -81,24 +81,6 @@ class CopyResult:
         if self.error is not None:
             result.update(self.error.to_result(), failed=True)
         return result
-
-
-class SpoolSink(HashingSink):
-    """A blob fetched into an anonymous temporary file, hashed as it arrives."""
-
-    def __init__(self, digest: str):
-        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        super().__init__(digest)
-
-    def _keep(self, chunk: bytes) -> None:
-        self.file.write(chunk)
-
-    def _discard(self) -> None:
-        self.file.seek(0)
-        self.file.truncate()
-
-    def close(self) -> None:
-        self.file.close()
 
 
 @dataclass
@@ -193,7 +175,7 @@ class Copier:
         def fetched(source: Reference):
             nonlocal spool
             if spool is None:
-                spool = SpoolSink(descriptor.digest)
+                spool = FileSink(descriptor.digest, tempfile.TemporaryFile())  # noqa: SIM115 - closed by spool.close() below
                 self.client.for_reference(source).fetch_blob(source, descriptor, spool)
                 spool.file.flush()
             return spool.file

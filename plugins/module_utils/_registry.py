@@ -221,6 +221,24 @@ class MemorySink(HashingSink):
         self.data = bytearray()
 
 
+class FileSink(HashingSink):
+    """A blob kept in an open binary file, from the file's start."""
+
+    def __init__(self, digest: str, file):
+        super().__init__(digest)
+        self.file = file
+
+    def _keep(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+
+    def _discard(self) -> None:
+        self.file.seek(0)
+        self.file.truncate()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class Endpoint:
     """One base URL (the registry or a mirror) with its own auth state and retries."""
 
@@ -543,17 +561,15 @@ class Registry:
 
         def get(endpoint: Endpoint):
             response = self._manifest_request(endpoint, "GET", reference, ref, f"fetching manifest {ref} of {reference.familiar}")
-            body = _read_capped(response, MAX_MANIFEST_BYTES, reference)
-            media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
-            return body, media_type, response.headers.get("Docker-Content-Digest")
+            return (*_manifest_body(response, reference), response.headers.get("Docker-Content-Digest"))
 
-        body, media_type, header_digest = self._each_endpoint(get)
+        body, header_type, header_digest = self._each_endpoint(get)
         digest = sha256_digest(body)
         if ref.startswith("sha256:") and digest != ref:
             raise DockyardError("digest_mismatch", f"manifest {ref} of {reference.familiar} hashes to {digest}; the registry served other bytes")
         if header_digest and header_digest != digest:
             self.warnings.append(f"{self.domain} labelled manifest {ref} of {reference.familiar} {header_digest}, but its bytes hash to {digest}")
-        return body, _manifest_media_type(body, media_type, reference), digest
+        return body, _manifest_media_type(body, header_type, reference), digest
 
     def resolve(self, reference: Reference, platform: Platform, known_digest: Optional[str], local_manifest: Callable) -> ResolvedImage:
         """Resolve a reference to the manifest for `platform`.
@@ -726,10 +742,10 @@ class Destination:
         if response is None:
             return None
         reference = Reference(domain=self.name, path=path, digest=digest)
-        body = _read_capped(response, MAX_MANIFEST_BYTES, reference)
+        body, header_type = _manifest_body(response, reference)
         if sha256_digest(body) != digest:
             raise DockyardError("digest_mismatch", f"{what}: its bytes hash to {sha256_digest(body)}")
-        return body, _manifest_media_type(body, (response.headers.get("Content-Type") or "").split(";")[0].strip(), reference)
+        return body, _manifest_media_type(body, header_type, reference)
 
     def has_blob(self, path: str, digest: str) -> bool:
         what = f"looking up blob {digest} in {path} on {self.name}"
@@ -820,6 +836,11 @@ def _json(body: bytes, reference: Reference) -> dict:
     if not isinstance(data, dict):
         raise DockyardError("unsupported_media_type", f"{reference.familiar}: the registry returned a manifest that is not a JSON object")
     return data
+
+
+def _manifest_body(response, reference: Reference) -> tuple:
+    """(bytes, the type its Content-Type names) of a manifest response, its size capped."""
+    return _read_capped(response, MAX_MANIFEST_BYTES, reference), (response.headers.get("Content-Type") or "").split(";")[0].strip()
 
 
 def _manifest_media_type(body: bytes, header_type: str, reference: Reference) -> str:

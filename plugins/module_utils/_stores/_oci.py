@@ -26,7 +26,7 @@ from typing import Optional
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import CHUNK, DIGEST_ALGORITHMS, HashingSink, sha256_digest
+from ansible_collections.dockyard.images.plugins.module_utils._registry import CHUNK, DIGEST_ALGORITHMS, FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -80,7 +80,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class PartialBlob(HashingSink):
+class PartialBlob(FileSink):
     """A blob being downloaded, resumable across runs; it holds an exclusive lock on its file.
 
     Every WRITE_BACK_BYTES it asks the kernel to start writing what arrived to disk, so the fsync
@@ -88,12 +88,11 @@ class PartialBlob(HashingSink):
     """
 
     def __init__(self, path: str, digest: str):
-        super().__init__(digest)
+        super().__init__(digest, open(path, "ab+"))  # noqa: SIM115 - closed by close()
         self.path = path
-        self._file = open(path, "ab+")  # noqa: SIM115 - closed by close()
-        fcntl.flock(self._file, fcntl.LOCK_EX)
-        self._file.seek(0)
-        for chunk in iter(lambda: self._file.read(CHUNK), b""):
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        self.file.seek(0)
+        for chunk in iter(lambda: self.file.read(CHUNK), b""):
             self._count(chunk)  # what an earlier run wrote is resumed, not fetched again
         self._written_back = self.offset
 
@@ -103,26 +102,19 @@ class PartialBlob(HashingSink):
             if self.offset - self._written_back >= WRITE_BACK_BYTES:
                 self._start_write_back()
 
-    def _keep(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-
     def _discard(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
+        super()._discard()
         self._written_back = 0
 
     def _start_write_back(self) -> None:
-        self._file.flush()
+        self.file.flush()
         if hasattr(os, "posix_fadvise"):  # Linux starts writing dirty pages back and keeps them cached
-            os.posix_fadvise(self._file.fileno(), self._written_back, self.offset - self._written_back, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(self.file.fileno(), self._written_back, self.offset - self._written_back, os.POSIX_FADV_DONTNEED)
         self._written_back = self.offset
 
     def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
 
 class OciStore:
