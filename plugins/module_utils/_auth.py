@@ -32,6 +32,8 @@ TOKEN_REFRESH_MARGIN = 10
 
 @dataclass(frozen=True)
 class Credential:
+    """Credentials for one registry; repr shows the username only."""
+
     username: str = ""
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
@@ -155,6 +157,8 @@ def _run_helper(suffix: str, server: str) -> Optional[Credential]:
 
 @dataclass(frozen=True)
 class Challenge:
+    """One challenge of a WWW-Authenticate header: its scheme and parameters."""
+
     scheme: str
     params: dict
 

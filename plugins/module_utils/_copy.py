@@ -39,12 +39,16 @@ EXISTS = "exists"
 
 @dataclass(frozen=True)
 class CopyRequest:
+    """One image a copy asks for, and for which platform."""
+
     reference: Reference
     platform: Platform
 
 
 @dataclass
 class BlobStatus:
+    """A blob of a copied image: copied, mounted from another repository, or already there (exists)."""
+
     digest: str
     size: int
     status: str
@@ -55,6 +59,8 @@ class BlobStatus:
 
 @dataclass
 class CopyResult:
+    """What the copy did for one image: its digests, its blobs and the destination tag before and after."""
+
     request: CopyRequest
     digest: Optional[str] = None
     manifest_digest: Optional[str] = None
@@ -85,6 +91,8 @@ class CopyResult:
 
 @dataclass
 class _Plan:
+    """One image's way through a copy: what it resolved to and what the destination lacks."""
+
     request: CopyRequest
     result: CopyResult
     resolved: Optional[ResolvedImage] = None

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ImageSharing:
+    """How many of an image's bytes it shares with other images, and how many are its own."""
+
     shared_size: int
     unique_size: int
 

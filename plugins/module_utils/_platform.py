@@ -33,6 +33,8 @@ _COMPONENT_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 @dataclass(frozen=True)
 class Platform:
+    """An OCI platform: os, architecture and variant (and os version and features)."""
+
     os: str
     architecture: str
     variant: str = ""
@@ -180,6 +182,8 @@ def is_attestation(descriptor: dict) -> bool:
 
 @dataclass(frozen=True)
 class PlatformChoice:
+    """The index entry chosen for a platform, and whether it is a fallback."""
+
     descriptor: dict
     platform: Optional[Platform]
     fallback: bool

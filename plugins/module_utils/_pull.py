@@ -45,6 +45,8 @@ MISSING = "missing"  # only in the results of an image that failed
 
 @dataclass(frozen=True)
 class PullRequest:
+    """One image a pull asks for, and for which platform."""
+
     reference: Reference
     platform: Platform
     platform_explicit: bool = False
@@ -53,6 +55,8 @@ class PullRequest:
 
 @dataclass
 class LayerStatus:
+    """A layer of a pulled image and whether the pull fetched it, reused it, or lacks it."""
+
     digest: str
     size: Optional[int]
     status: str
@@ -63,6 +67,8 @@ class LayerStatus:
 
 @dataclass
 class PullResult:
+    """What the pull did for one image: its digests before and after, and its layers."""
+
     request: PullRequest
     before: Optional[str] = None
     digest: Optional[str] = None
@@ -121,6 +127,8 @@ def safely(function):
 
 @dataclass
 class _Plan:
+    """One image's way through a pull: what it resolved to and which blobs it brings."""
+
     request: PullRequest
     result: PullResult
     entry: Optional[dict] = None

@@ -90,6 +90,8 @@ def _reason_for(status: int, codes: list) -> str:
 
 @dataclass(frozen=True)
 class Descriptor:
+    """A content descriptor from a manifest: what a blob is, its digest and its size."""
+
     media_type: str
     digest: str
     size: int
@@ -106,6 +108,8 @@ class Descriptor:
 
 @dataclass
 class RateLimit:
+    """The rate-limit headers a registry sent last (Docker Hub sends them)."""
+
     limit: Optional[str] = None
     remaining: Optional[str] = None
     source: Optional[str] = None
@@ -137,6 +141,8 @@ class ResolvedImage:
 
 @dataclass
 class RegistryOptions:
+    """How to talk to registries: timeouts, retries, TLS and mirrors, from the task's options."""
+
     timeout: float = 60.0
     retries: int = 4
     validate_certs: bool = True

@@ -23,6 +23,8 @@ _FILTERS = ("is_official", "is_automated", "stars")
 
 @dataclass
 class SearchResult:
+    """One repository a search found."""
+
     name: str
     description: str = ""
     star_count: int = 0
@@ -45,6 +47,8 @@ class SearchResult:
 
 @dataclass
 class SearchRequest:
+    """What a search asks for: the term, filters and how many results."""
+
     term: str
     limit: int = 25
     filters: dict = field(default_factory=dict)

@@ -18,6 +18,8 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 
 @dataclass(frozen=True)
 class LayerRecord:
+    """A layer a store holds."""
+
     digest: str
     size: int
     media_type: str = ""

@@ -106,6 +106,8 @@ def _version_tuple(text: str) -> tuple:
 
 @dataclass(frozen=True)
 class EngineInfo:
+    """Which engine answers on the socket, and its API version."""
+
     api_version: str
     name: str  # "docker" or "podman"
     version: str
