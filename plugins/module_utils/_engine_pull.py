@@ -18,7 +18,7 @@ from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import engine_auth_header
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, compatible_platforms
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._pull import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullResult, safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
@@ -170,8 +170,7 @@ class EnginePuller:
 
 def _runs_on(inspect: dict, platform: Platform) -> bool:
     found = inspect_platform(inspect)
-    accepted = {(p.os, p.architecture, p.variant) for p in compatible_platforms(platform)}
-    return found is None or (found.os, found.architecture, found.variant) in accepted
+    return found is None or runs_on(found, platform)
 
 
 def _holds_digest(inspect: dict, reference: Reference, digest: Optional[str]) -> Optional[str]:

@@ -45,6 +45,10 @@ class Platform:
         text = f"{self.os}/{self.architecture}"
         return f"{text}/{self.variant}" if self.variant else text
 
+    def matches(self, other: Platform) -> bool:
+        """The same os, architecture and variant; the os version and features aside."""
+        return (self.os, self.architecture, self.variant) == (other.os, other.architecture, other.variant)
+
     @classmethod
     def from_descriptor(cls, data: Optional[dict]) -> Optional[Platform]:
         """The platform of an index entry or image config, normalised; None if it has none."""
@@ -155,6 +159,11 @@ def compatible_platforms(wanted: Platform) -> list[Platform]:
     return unique
 
 
+def runs_on(found: Platform, wanted: Platform) -> bool:
+    """Whether an image for `found` runs where `wanted` is asked for: the same platform or one compatible with it."""
+    return any(found.matches(candidate) for candidate in compatible_platforms(wanted))
+
+
 def _arm(os_name: str, variant: str) -> Platform:
     return Platform(os_name, "arm", variant)
 
@@ -215,8 +224,7 @@ def _rank(entry: Optional[Platform], ranking: list, wanted: Platform) -> Optiona
     if entry is None:
         return len(ranking)  # an entry without platform matches anything, after every real match
     for position, candidate in enumerate(ranking):
-        same = (entry.os, entry.architecture, entry.variant) == (candidate.os, candidate.architecture, candidate.variant)
-        if same and set(entry.os_features) <= set(wanted.os_features):
+        if entry.matches(candidate) and set(entry.os_features) <= set(wanted.os_features):
             return position
     return None
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, compatible_platforms
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import (
     Descriptor,
@@ -247,8 +247,7 @@ class OciPuller:
             found = Platform.from_descriptor(json.loads(config))
         except ValueError:
             raise DockyardError("unsupported_media_type", f"the config {resolved.config.digest} is not JSON") from None
-        accepted = {(p.os, p.architecture, p.variant) for p in compatible_platforms(request.platform)}
-        if request.platform_explicit and found is not None and (found.os, found.architecture, found.variant) not in accepted:
+        if request.platform_explicit and found is not None and not runs_on(found, request.platform):
             raise DockyardError(
                 "platform_not_found",
                 f"the image is for {found} only, not {request.platform}; set platform to {found} or use another image",

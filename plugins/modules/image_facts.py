@@ -50,6 +50,8 @@ options:
   platform:
     description:
       - With O(remote=true), the platform whose manifest to inspect, as C(os/arch[/variant]); defaults to the host's.
+      - In the store (O(remote=false)), only images for this platform are reported, and a name the store holds
+        only for other platforms is in RV(missing); images for every platform when omitted.
     type: str
   digests_only:
     description:
@@ -146,10 +148,15 @@ images:
       type: list
       elements: dict
 missing:
-  description: Names asked for that the store does not hold.
+  description: Names asked for that the store does not hold (for O(platform), when given).
   returned: always
   type: list
   elements: str
+host_platform:
+  description: The managed host's platform, which pulls and copies choose when given none.
+  returned: always
+  type: str
+  sample: linux/amd64
 summary:
   description:
     - Sharing over the images reported, as C(docker system df -v) counts it.
@@ -205,6 +212,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import sel
 def local_facts(params: dict) -> dict:
     store = store_from_params(params)
     records = store.images()
+    if params["platform"]:
+        wanted = parse_platform(params["platform"])
+        records = [record for record in records if record.platform is not None and record.platform.matches(wanted)]
     missing = []
     if params["name"]:
         records, missing = select_all(records, params["name"])
@@ -216,7 +226,7 @@ def local_facts(params: dict) -> dict:
         image["unique_size"] = sharing[record.id].unique_size
         images.append(image)
     facts = {"store": store.describe(), "images": images, "summary": sharing_summary(records)}
-    return dict(facts, missing=missing, changed=False, ansible_facts={"dockyard_images": facts})
+    return dict(facts, missing=missing, host_platform=str(host_platform()), changed=False, ansible_facts={"dockyard_images": facts})
 
 
 def remote_facts(params: dict) -> dict:
@@ -234,7 +244,7 @@ def remote_facts(params: dict) -> dict:
                 images.append(_inspect(client.for_reference(reference), reference, platform))
         except DockyardError as exc:
             raise exc.with_context(reference.familiar) from None
-    return {"changed": False, "images": images, "missing": [], "rate_limit": client.rate_limit()}
+    return {"changed": False, "images": images, "missing": [], "host_platform": str(host_platform()), "rate_limit": client.rate_limit()}
 
 
 def _resolve_digest(registry, reference) -> dict:

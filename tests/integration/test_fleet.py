@@ -99,6 +99,37 @@ def test_a_fleet_prewarmed_through_a_seeded_mirror_costs_one_upstream_fetch_per_
     assert (tmp_path / "report" / "layers.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_a_fleet_of_mixed_hardware_is_seeded_for_each_platform_and_the_upstream_serves_each_blob_once(registry, corpus, mirror, tmp_path):
+    """Half the hosts pull for arm64: the first host (amd64) seeds their images too, not only its own."""
+    app, worker, multi = (f"{registry.host}/team/{name}:1" for name in ("app", "worker", "multi"))
+    hosts = {}
+    for n, host in enumerate(HOSTS):
+        hosts[host] = {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / host), "prewarm_images": [app, worker, multi]}
+        if n >= len(HOSTS) // 2:
+            hosts[host].update(prewarm_platform="linux/arm64", prewarm_images=[multi])
+    inventory = tmp_path / "mixed.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    extra = {key: value for key, value in seeded([], registry, mirror, tmp_path).items() if key != "prewarm_images"}
+    playbook = os.path.join(REPO, "playbooks", "prewarm.yml")
+
+    mark = registry.mark()
+    done = run_playbook(playbook, extra, args=["-i", str(inventory), "-f", "10"])[0]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(changed > 0 and failed == 0 for changed, failed in recap(done.stdout).values())
+    images = [corpus.app, corpus.worker, corpus.amd64, corpus.arm64]
+    unique = {layer.digest for image in images for layer in image.layers} | {image.id for image in images}
+    upstream = Counter(blob_gets(registry.requests_since(mark)))
+    assert upstream == Counter(dict.fromkeys(unique, 1)), f"both platforms seeded, and the upstream served each blob once: {upstream}"
+    arm64_only = {layer.digest for layer in corpus.arm64.layers} - {layer.digest for layer in corpus.amd64.layers}
+    assert all(count == len(HOSTS) // 2 for digest, count in Counter(blob_gets(mirror.requests_since(0))).items() if digest in arm64_only)
+
+    mark, mirror_mark, seed_mark = registry.mark(), mirror.mark(), mirror.seed.mark()
+    again = run_playbook(playbook, extra, args=["-i", str(inventory), "-f", "10"])[0]
+    assert again.returncode == 0, again.stdout
+    assert set(recap(again.stdout).values()) == {(0, 0)}, again.stdout
+    assert registry.requests_since(mark) + mirror.requests_since(mirror_mark) + mirror.seed.requests_since(seed_mark) == []
+
+
 def test_check_mode_with_seeding_predicts_the_copy_and_pushes_nothing(registry, corpus, mirror, fleet, tmp_path):
     names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
     extra = seeded(names, registry, mirror, tmp_path)

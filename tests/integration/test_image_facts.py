@@ -39,6 +39,22 @@ def test_facts_for_named_images_say_which_are_missing(registry, corpus, store):
     assert facts["summary"]["shared_layers"] == []
 
 
+def test_facts_for_a_platform_count_an_image_held_for_another_platform_as_missing(registry, corpus, store):
+    multi, app = f"{registry.host}/team/multi:1", f"{registry.host}/team/app:1"
+    run_module("image_pull", {"name": [multi], "platform": "linux/arm64", "store_path": store})
+    run_module("image_pull", {"name": [app], "store_path": store})
+
+    amd64 = run_module("image_facts", {"store_path": store, "name": [multi, app], "platform": "linux/amd64"})
+    assert amd64["missing"] == [multi], "multi:1 is held for arm64 only"
+    assert [image["id"] for image in amd64["images"]] == [corpus.app.id]
+    arm64 = run_module("image_facts", {"store_path": store, "name": [multi, app], "platform": "linux/arm64"})
+    assert arm64["missing"] == [app]
+    assert [image["platform"] for image in arm64["images"]] == ["linux/arm64"]
+    every = run_module("image_facts", {"store_path": store, "name": [multi, app]})
+    assert every["missing"] == [] and len(every["images"]) == 2
+    assert every["host_platform"] == "linux/amd64"
+
+
 def test_remote_facts_inspect_the_registry_without_pulling(registry, corpus, store):
     mark = registry.mark()
     facts = run_module("image_facts", {"name": [f"{registry.host}/team/multi:1"], "remote": True, "platform": "linux/arm64", "store_path": store})

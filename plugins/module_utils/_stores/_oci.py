@@ -435,7 +435,7 @@ def _index_bytes(manifests: list) -> bytes:
 
 def _same_platform(data: Optional[dict], platform: Platform) -> bool:
     found = Platform.from_descriptor(data)
-    return found is not None and (found.os, found.architecture, found.variant) == (platform.os, platform.architecture, platform.variant)
+    return found is not None and found.matches(platform)
 
 
 def _same_tag(entry: dict, reference: Reference, platform_data: Optional[dict]) -> bool:

@@ -1,4 +1,4 @@
-"""The filters: parse_reference and the docker images-style table."""
+"""The filters: parse_reference, what a fleet lacks by platform, and the docker images-style table."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dockyard.images.plugins.filter.images_table import images_table
+from ansible_collections.dockyard.images.plugins.filter.lacking_by_platform import lacking_by_platform
 from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
 from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, time_ago
 
@@ -16,6 +17,29 @@ def test_parse_reference_returns_the_parts_or_a_filter_error():
     assert parse_reference("redis:7")["canonical"] == "docker.io/library/redis:7"
     with pytest.raises(AnsibleFilterError, match="lowercase"):
         parse_reference("Redis")
+
+
+def test_what_a_fleet_lacks_is_grouped_by_the_platform_each_host_pulls_for():
+    def held(platform, names, missing, host="linux/amd64"):
+        return {"item": {"platform": platform, "names": names}, "missing": missing, "host_platform": host, "changed": False}
+
+    results = [
+        held("", ["redis:7", "app:1"], ["app:1"]),  # an amd64 host, pulling for itself
+        held("", ["redis:7", "app:1"], ["redis:7", "app:1"], host="linux/arm64/v8"),
+        held("linux/arm64/v8", ["tool:2"], ["tool:2"]),  # asked for arm64 on an amd64 host
+        held("", ["redis:7", "app:1"], []),  # holds everything
+    ]
+    assert lacking_by_platform(results) == [
+        {"platform": "linux/amd64", "names": ["app:1"]},
+        {"platform": "linux/arm64/v8", "names": ["redis:7", "app:1", "tool:2"]},
+    ]
+    assert lacking_by_platform(results, only_missing=False) == [
+        {"platform": "linux/amd64", "names": ["redis:7", "app:1"]},
+        {"platform": "linux/arm64/v8", "names": ["redis:7", "app:1", "tool:2"]},
+    ]
+    assert lacking_by_platform([held("", ["redis:7"], [])]) == [], "a fleet that lacks nothing seeds nothing"
+    with pytest.raises(AnsibleFilterError, match="image_facts in a loop"):
+        lacking_by_platform([{"skipped": True}])
 
 
 @pytest.mark.parametrize(("size", "text"), [(0, "0B"), (999, "999B"), (1000, "1kB"), (77_812_345, "77.81MB"), (1_234_567_890, "1.235GB")])
