@@ -40,17 +40,11 @@ _value:
   type: str
 """
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.plugin_utils._references import filter_reference
 
 
 def pin(text, pins):
-    try:
-        reference = parse_reference(text)
-    except DockyardError as exc:
-        raise AnsibleFilterError(exc.message) from None
+    reference = filter_reference(text)
     digest = (pins or {}).get(reference.stored_name)
     if reference.digest or not digest:
         return text

@@ -59,17 +59,11 @@ _value:
       type: str
 """
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference as _parse
+from ansible_collections.dockyard.images.plugins.plugin_utils._references import filter_reference
 
 
 def parse_reference(text):
-    try:
-        return _parse(text).to_dict()
-    except DockyardError as exc:
-        raise AnsibleFilterError(exc.message) from None
+    return filter_reference(text).to_dict()
 
 
 class FilterModule:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.dockyard.images.plugins.filter.canonical_reference import canonical_reference
 from ansible_collections.dockyard.images.plugins.filter.images_table import images_table
 from ansible_collections.dockyard.images.plugins.filter.lacking_by_platform import lacking_by_platform
 from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
@@ -17,6 +18,13 @@ def test_parse_reference_returns_the_parts_or_a_filter_error():
     assert parse_reference("redis:7")["canonical"] == "docker.io/library/redis:7"
     with pytest.raises(AnsibleFilterError, match="lowercase"):
         parse_reference("Redis")
+
+
+def test_references_written_differently_have_one_canonical_form():
+    assert canonical_reference("redis:7") == canonical_reference("docker.io/library/redis:7") == "docker.io/library/redis:7"
+    assert canonical_reference("localhost:5000/app") == "localhost:5000/app:latest"
+    with pytest.raises(AnsibleFilterError, match="lowercase"):
+        canonical_reference("Redis")
 
 
 def test_what_a_fleet_lacks_is_grouped_by_the_platform_each_host_pulls_for():
