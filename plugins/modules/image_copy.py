@@ -16,7 +16,8 @@ description:
     images share it, verified against its digest, and uploaded; a repository of the destination that needs a blob
     another one already holds gets it by a cross-repository mount instead.
   - Manifests the destination already holds are read from it rather than from the source, so a copy that has
-    nothing to do costs the source one C(HEAD) request per tag.
+    nothing to do costs the source one C(HEAD) request per tag, and a C(GET) of the index of each multi-platform
+    image, which the destination does not hold (it holds the platform's manifest).
   - This is how the P(dockyard.images.prewarm#role) role seeds a P(dockyard.images.registry_mirror#role) mirror so that the upstream
     registry serves each blob once for a whole fleet.
 author:
