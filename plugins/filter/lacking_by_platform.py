@@ -59,11 +59,8 @@ def lacking_by_platform(results, only_missing=True):
             names = result["missing"] if only_missing else group["names"]
         except (KeyError, TypeError, AttributeError):
             raise AnsibleFilterError(f"lacking_by_platform: {result!r:.200} is not a result of image_facts in a loop over platform groups") from None
-        wanted = groups.setdefault(platform, [])
-        for name in names:
-            if name not in wanted:
-                wanted.append(name)
-    return [{"platform": platform, "names": names} for platform, names in groups.items() if names]
+        groups.setdefault(platform, {}).update(dict.fromkeys(names))  # a dict keeps each name once, in first-seen order
+    return [{"platform": platform, "names": list(names)} for platform, names in groups.items() if names]
 
 
 class FilterModule:
