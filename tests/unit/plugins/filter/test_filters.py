@@ -33,21 +33,23 @@ def test_what_a_fleet_lacks_is_grouped_by_the_platform_each_host_pulls_for():
 
     results = [
         held("", ["redis:7", "app:1"], ["app:1"]),  # an amd64 host, pulling for itself
-        held("", ["redis:7", "app:1"], ["redis:7", "app:1"], host="linux/arm64/v8"),
-        held("linux/arm64/v8", ["tool:2"], ["tool:2"]),  # asked for arm64 on an amd64 host
+        held("", ["redis:7", "app:1"], ["redis:7", "app:1"], host="linux/arm64"),
+        held("arm64", ["tool:2"], ["tool:2"]),  # asked for arm64 on an amd64 host
         held("", ["redis:7", "app:1"], []),  # holds everything
     ]
     assert lacking_by_platform(results) == [
         {"platform": "linux/amd64", "names": ["app:1"]},
-        {"platform": "linux/arm64/v8", "names": ["redis:7", "app:1", "tool:2"]},
+        {"platform": "linux/arm64", "names": ["redis:7", "app:1", "tool:2"]},
     ]
     assert lacking_by_platform(results, only_missing=False) == [
         {"platform": "linux/amd64", "names": ["redis:7", "app:1"]},
-        {"platform": "linux/arm64/v8", "names": ["redis:7", "app:1", "tool:2"]},
+        {"platform": "linux/arm64", "names": ["redis:7", "app:1", "tool:2"]},
     ]
     assert lacking_by_platform([held("", ["redis:7"], [])]) == [], "a fleet that lacks nothing seeds nothing"
     with pytest.raises(AnsibleFilterError, match="image_facts in a loop"):
         lacking_by_platform([{"skipped": True}])
+    with pytest.raises(AnsibleFilterError, match="invalid platform"):
+        lacking_by_platform([held("linux/arm64/v8/extra", ["tool:2"], ["tool:2"])])
 
 
 @pytest.mark.parametrize(("size", "text"), [(0, "0B"), (999, "999B"), (1000, "1kB"), (77_812_345, "77.81MB"), (1_234_567_890, "1.235GB")])
