@@ -108,10 +108,10 @@ def access_lines(registry: RegistryServer) -> int:
 class Bench:
     def __init__(self, runs: int, work: Path):
         self.runs, self.work = runs, work
-        self.rows = []  # (comparison, ours label, ours seconds, peer label, peer seconds, target, note)
+        self.rows = []  # (comparison, ours label, ours seconds of each run, peer label, peer seconds of each run, target, note)
 
     def compare(self, title: str, target: str, sides: list, note: str = "") -> None:
-        """Run each side `runs` times, alternating, each after its own `prepare`; record medians.
+        """Run each side `runs` times, alternating, each after its own `prepare`; record every run's time.
 
         Dirty pages are written back before each run, so that no side pays for the previous one's
         writes (a side that fsyncs would otherwise wait behind a side that did not).
@@ -122,15 +122,23 @@ class Bench:
                 prepare()
                 os.sync()
                 times[label].append(timed(action))
-        medians = {label: statistics.median(values) for label, values in times.items()}
         ours = sides[0][0]
-        for label in list(medians)[1:]:
-            self.rows.append((title, ours, medians[ours], label, medians[label], target, note))
-            print(f"{title}: {ours} {medians[ours]:.2f}s vs {label} {medians[label]:.2f}s = {medians[ours] / medians[label]:.2f}x", flush=True)
+        for label in list(times)[1:]:
+            self.rows.append((title, ours, times[ours], label, times[label], target, note))
+            print(f"{title}: {ours} {spread(times[ours])} vs {label} {spread(times[label])} = {ratio(times[ours], times[label])}x", flush=True)
 
     def record(self, title: str, value: str, target: str, note: str = "") -> None:
         self.rows.append((title, value, None, "", None, target, note))
         print(f"{title}: {value}", flush=True)
+
+
+def spread(seconds: list) -> str:
+    """The median, and the fastest and slowest run: on a shared machine one run says little."""
+    return f"{statistics.median(seconds):.2f} s ({min(seconds):.2f}-{max(seconds):.2f})"
+
+
+def ratio(ours: list, peer: list) -> str:
+    return f"{statistics.median(ours) / statistics.median(peer):.2f}"
 
 
 def cold_oci(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
@@ -349,7 +357,8 @@ def write_results(bench: Bench, started: str) -> None:
         "# Benchmark results",
         "",
         f"Measured {started} on: {machine()}.",
-        f"Each comparison ran {bench.runs} times, alternating the sides; medians shown. Lower ratios are better.",
+        f"Each comparison ran {bench.runs} times, alternating the sides; medians shown, the fastest and slowest run in brackets.",
+        "Ratios are of the medians; lower is better.",
         "",
         "| comparison | ours | peer | ratio | target | note |",
         "| --- | --- | --- | ---: | --- | --- |",
@@ -358,7 +367,7 @@ def write_results(bench: Bench, started: str) -> None:
         if ours_s is None:
             lines.append(f"| {title} | {ours} | | | {target} | {note} |")
         else:
-            lines.append(f"| {title} | {ours} {ours_s:.2f} s | {peer} {peer_s:.2f} s | {ours_s / peer_s:.2f} | {target} | {note} |")
+            lines.append(f"| {title} | {ours} {spread(ours_s)} | {peer} {spread(peer_s)} | {ratio(ours_s, peer_s)} | {target} | {note} |")
     results = REPO / "benchmarks" / "RESULTS.md"
     history = results.read_text().partition(HISTORY)[2] if results.exists() else ""
     results.write_text("\n".join(lines) + "\n\n" + HISTORY + (history or "\n"))
