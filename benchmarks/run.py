@@ -3,9 +3,9 @@
     make bench                     # or: python3 benchmarks/run.py [--runs N] [--only NAME ...]
 
 Starts its own registry (and a Docker Engine), builds a corpus of images that share base layers,
-runs each comparison several times alternating the sides, and prints medians and ratios; the table
-also goes to benchmarks/RESULTS.md with a description of the machine. Nothing here is asserted:
-a regression shows as a ratio.
+runs each comparison several times alternating the sides, and prints medians (with the fastest and
+slowest run) and ratios; the table also goes to benchmarks/RESULTS.md with a description of the
+machine. Nothing here is asserted: a regression shows as a ratio.
 """
 
 from __future__ import annotations
