@@ -41,14 +41,14 @@ _ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P
 
 
 class Corpus:
-    """Five images, about 150 MB of unique compressed layers, sharing a base and a runtime layer."""
+    """Five images, about 150 MB of unique compressed layers (times `scale`), sharing a base and a runtime layer."""
 
-    def __init__(self, registry: RegistryServer):
-        base, runtime = random_layer(40 * MB, "bench-base"), random_layer(20 * MB, "bench-runtime")
+    def __init__(self, registry: RegistryServer, scale: int = 1, prefix: str = "bench"):
+        base, runtime = random_layer(40 * MB * scale, f"{prefix}-base"), random_layer(20 * MB * scale, f"{prefix}-runtime")
         self.images = {}
         for n in range(5):
-            layers = [base] + ([runtime] if n < 3 else []) + [random_layer(18 * MB, f"bench-app-{n}")]
-            self.images[f"bench/app{n}:1"] = Image(layers)
+            layers = [base] + ([runtime] if n < 3 else []) + [random_layer(18 * MB * scale, f"{prefix}-app-{n}")]
+            self.images[f"{prefix}/app{n}:1"] = Image(layers)
         pusher = Pusher(registry.url)
         for name, image in self.images.items():
             repo, tag = name.split(":")
@@ -141,56 +141,75 @@ def ratio(ours: list, peer: list) -> str:
     return f"{statistics.median(ours) / statistics.median(peer):.2f}"
 
 
-def cold_oci(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
-    store = bench.work / "oci-ours"
-    skopeo_store = bench.work / "oci-skopeo"
-    raw = bench.work / "raw"
+class ColdPulls:
+    """The three ways a corpus is pulled cold into a folder of its own: image_pull as a module process,
+    skopeo copy image by image, and the raw limit (every unique blob fetched with parallel curl)."""
 
-    def reset(path):
+    def __init__(self, bench: Bench, registry: RegistryServer, corpus: Corpus, name: str):
+        self.corpus = corpus
+        self.store, self.skopeo_store, self.raw = (bench.work / f"{name}-{side}" for side in ("ours", "skopeo", "raw"))
+        self.command, self.env = module_command("image_pull", {"name": corpus.names, "store": "oci", "store_path": str(self.store)}, bench.work)
+        self.blobs = [(f"{registry.url}/v2/{corpus.repos[digest]}/blobs/{digest}", digest, size) for digest, size in corpus.blobs.items()]
+
+    @staticmethod
+    def reset(path: Path):
         return lambda: shutil.rmtree(path, ignore_errors=True)
 
-    command, env = module_command("image_pull", {"name": corpus.names, "store": "oci", "store_path": str(store)}, bench.work)
-
-    def ours():
+    def ours(self) -> None:
         """The module as its own process, as skopeo is timed as its own (no launcher in between)."""
-        assert json.loads(run(command, env=env).stdout)["changed"] is True
+        assert json.loads(run(self.command, env=self.env).stdout)["changed"] is True
 
-    def skopeo():
-        for name in corpus.names:
-            run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{name}", f"oci:{skopeo_store}:{name}"])
+    def skopeo(self) -> None:
+        for name in self.corpus.names:
+            run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{name}", f"oci:{self.skopeo_store}:{name}"])
 
-    def curl_all():
-        raw.mkdir(parents=True, exist_ok=True)
-        urls = [f"{registry.url}/v2/{corpus.repos[digest]}/blobs/{digest}" for digest in corpus.blobs]
-        command = ["xargs", "-P", "8", "-n", "1", "curl", "-sfO", "--output-dir", str(raw)]
-        subprocess.run(command, input="\n".join(urls), text=True, check=True)
+    def curl_all(self) -> None:
+        self.raw.mkdir(parents=True, exist_ok=True)
+        command = ["xargs", "-P", "8", "-n", "1", "curl", "-sfO", "--output-dir", str(self.raw)]
+        subprocess.run(command, input="\n".join(url for url, _digest, _size in self.blobs), text=True, check=True)
+
+    def sides(self) -> list:
+        return [
+            ("image_pull", self.reset(self.store), self.ours),
+            ("skopeo copy", self.reset(self.skopeo_store), self.skopeo),
+            ("raw parallel curl", self.reset(self.raw), self.curl_all),
+        ]
+
+    @property
+    def note(self) -> str:
+        return f"{len(self.corpus.names)} images, {self.corpus.unique_bytes / MB:.0f} MB unique"
+
+
+def cold_oci(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
+    pulls = ColdPulls(bench, registry, corpus, "cold")
+    bench.compare("cold pull into the OCI store", "<= 0.5x skopeo, <= 1.5x raw", pulls.sides(), pulls.note)
 
     def start_up():
         """What any Ansible module on requests pays before its first request: the interpreter and the imports."""
-        run([sys.executable, "-c", "import gc; gc.disable(); import ansible.module_utils.basic, requests"], env=env)
-
-    blob_list = json.dumps([[f"{registry.url}/v2/{corpus.repos[digest]}/blobs/{digest}", digest, size] for digest, size in corpus.blobs.items()])
+        run([sys.executable, "-c", "import gc; gc.disable(); import ansible.module_utils.basic, requests"], env=pulls.env)
 
     def floor():
         """Start-up, then every blob fetched, verified and written durably, and nothing else."""
-        subprocess.run([sys.executable, str(REPO / "benchmarks" / "floor.py"), str(raw)], input=blob_list, text=True, env=env, check=True)
+        floor_py = str(REPO / "benchmarks" / "floor.py")
+        subprocess.run([sys.executable, floor_py, str(pulls.raw)], input=json.dumps(pulls.blobs), text=True, env=pulls.env, check=True)
 
-    bench.compare(
-        "cold pull into the OCI store",
-        "<= 0.5x skopeo, <= 1.5x raw",
-        [("image_pull", reset(store), ours), ("skopeo copy", reset(skopeo_store), skopeo), ("raw parallel curl", reset(raw), curl_all)],
-        f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique",
-    )
+    ours, _skopeo, curl = pulls.sides()
     bench.compare(
         "cold pull against what any Ansible module on requests must do",
         "",
         [
-            ("image_pull", reset(store), ours),
-            ("start-up: python importing ansible and requests", reset(raw), start_up),
-            ("floor: start-up, then each blob fetched, hashed and fsynced (benchmarks/floor.py)", reset(raw), floor),
+            ours,
+            ("start-up: python importing ansible and requests", pulls.reset(pulls.raw), start_up),
+            ("floor: start-up, then each blob fetched, hashed and fsynced (benchmarks/floor.py)", pulls.reset(pulls.raw), floor),
         ],
     )
-    cpu_accounting(bench, registry, [("image_pull", reset(store), ours), ("raw parallel curl", reset(raw), curl_all)])
+    cpu_accounting(bench, registry, [ours, curl])
+
+
+def cold_oci_large(bench: Bench, registry: RegistryServer) -> None:
+    """The same five images with layers four times as large: what the start-up weighs against the bytes."""
+    pulls = ColdPulls(bench, registry, Corpus(registry, scale=4, prefix="bench-large"), "large")
+    bench.compare("cold pull into the OCI store, layers 4x as large", "", pulls.sides(), pulls.note)
 
 
 def cpu_accounting(bench: Bench, registry: RegistryServer, sides: list) -> None:
@@ -377,9 +396,9 @@ def write_results(bench: Bench, started: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=None, help="cold_oci noop cold_engine memory fleet report")
+    parser.add_argument("--only", nargs="*", default=None, help="cold_oci cold_oci_large noop cold_engine memory fleet report")
     options = parser.parse_args()
-    wanted = set(options.only or ["cold_oci", "noop", "cold_engine", "memory", "fleet", "report"])
+    wanted = set(options.only or ["cold_oci", "cold_oci_large", "noop", "cold_engine", "memory", "fleet", "report"])
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
@@ -389,6 +408,7 @@ def main() -> int:
         corpus = Corpus(registry)
         steps = {
             "cold_oci": lambda: cold_oci(bench, registry, corpus),
+            "cold_oci_large": lambda: cold_oci_large(bench, registry),
             "noop": lambda: noop_reruns(bench, registry, corpus, engine),
             "cold_engine": lambda: cold_engine(bench, corpus, engine),
             "memory": lambda: memory(bench, registry),
