@@ -36,6 +36,7 @@ from support.registry import RegistryServer  # noqa: E402
 sys.path.insert(0, ensure_collection_path())
 
 MB = 1_000_000
+STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "memory", "fleet", "report")
 HISTORY = "## Changes and what they bought\n"  # kept across runs: written by hand below the table
 _ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
 
@@ -396,9 +397,9 @@ def write_results(bench: Bench, started: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=None, help="cold_oci cold_oci_large noop cold_engine memory fleet report")
+    parser.add_argument("--only", nargs="*", default=None, choices=STEPS, help="run only these comparisons")
     options = parser.parse_args()
-    wanted = set(options.only or ["cold_oci", "cold_oci_large", "noop", "cold_engine", "memory", "fleet", "report"])
+    wanted = set(options.only or STEPS)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
