@@ -1,13 +1,13 @@
 # Copyright (c) dockyard.images contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Copy images from their registries into another registry, one platform each.
+"""Copy images from their registries into another registry: one platform each, or every platform.
 
-reference → the source resolves the platform's manifest (reading manifests the destination
-already holds from there) → the destination says which blobs it lacks → each missing blob is
-fetched once, verified, and uploaded, or mounted from a repository of the destination that has
-it → the manifest is pushed by digest, then tagged. The source serves every blob at most once
-per call, however many images share it.
+reference → the source resolves the platform's manifest, or with every platform the index and all
+its manifests (reading manifests the destination already holds from there) → the destination says
+which blobs it lacks → each missing blob is fetched once, verified, and uploaded, or mounted from a
+repository of the destination that has it → the manifests are pushed by digest, the index last,
+then tagged. The source serves every blob at most once per call, however many images share it.
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """
 
@@ -20,15 +20,18 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms
 from ansible_collections.dockyard.images.plugins.module_utils._pull import safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import (
+    INDEX_TYPES,
     Descriptor,
     Destination,
     FileSink,
+    Registry,
     RegistryClient,
-    ResolvedImage,
+    image_blobs,
+    index_entries,
     resolve_workers,
 )
 
@@ -39,10 +42,10 @@ EXISTS = "exists"
 
 @dataclass(frozen=True)
 class CopyRequest:
-    """One image a copy asks for, and for which platform."""
+    """One image a copy asks for, and for which platform; None copies every platform."""
 
     reference: Reference
-    platform: Platform
+    platform: Optional[Platform]
 
 
 @dataclass
@@ -65,6 +68,7 @@ class CopyResult:
     digest: Optional[str] = None
     manifest_digest: Optional[str] = None
     platform: Optional[str] = None
+    platforms: Optional[list] = None  # with every platform: the platforms of the manifests copied
     blobs: list = field(default_factory=list)
     tag_before: Optional[str] = None  # what the tag named at the destination before
     tag_after: Optional[str] = None
@@ -79,6 +83,7 @@ class CopyResult:
             "digest": self.digest,
             "manifest_digest": self.manifest_digest,
             "platform": self.platform,
+            "platforms": self.platforms,
             "blobs": [blob.to_dict() for blob in self.blobs],
             "copied_bytes": sum(blob.size for blob in self.blobs if blob.status == COPIED),
             "reused_bytes": sum(blob.size for blob in self.blobs if blob.status != COPIED),
@@ -90,13 +95,25 @@ class CopyResult:
 
 
 @dataclass
+class _Manifest:
+    """A manifest the copy puts at the destination by digest, and the blobs it names (none for an index)."""
+
+    digest: str
+    body: bytes
+    media_type: str
+    present: bool = False  # the destination holds it already
+    blobs: tuple = ()
+
+
+@dataclass
 class _Plan:
-    """One image's way through a copy: what it resolved to and what the destination lacks."""
+    """One image's way through a copy: its manifests, what the tag is to name and what the destination lacks."""
 
     request: CopyRequest
     result: CopyResult
-    resolved: Optional[ResolvedImage] = None
-    manifest_present: bool = False
+    manifests: list = field(default_factory=list)  # in the order they are pushed: an index after its manifests
+    tagged: Optional[_Manifest] = None  # what the tag names once copied
+    done_digests: tuple = ()  # a tag that names one of these needs no push
     missing: list = field(default_factory=list)  # descriptors the destination lacks in this repository
     pushed: bool = False  # whether anything reached the destination for this image, even if it then failed
 
@@ -138,32 +155,79 @@ class Copier:
         reference, path = plan.request.reference, plan.request.reference.path
         registry = self.client.for_reference(reference)
         top_digest = reference.digest or registry.head_manifest(reference)
-        asked = {}  # digest -> whether the destination holds that manifest (then it is read from there)
+        held = {}  # digest -> whether the destination holds that manifest (then it is read from there)
 
         def from_destination(digest: str) -> Optional[tuple]:
             manifest = self.destination.read_manifest(path, digest)
-            asked[digest] = manifest is not None
+            held[digest] = manifest is not None
             return manifest
 
-        resolved = registry.resolve(reference, plan.request.platform, top_digest, from_destination)
-        plan.resolved = resolved
+        def holds(digest: str) -> bool:
+            if digest not in held:
+                held[digest] = self.destination.manifest_digest(path, digest) is not None
+            return held[digest]
+
+        if plan.request.platform is None:
+            self._plan_every_platform(plan, registry, top_digest, from_destination)
+        else:
+            self._plan_one_platform(plan, registry, top_digest, from_destination)
+        for manifest in plan.manifests:
+            manifest.present = holds(manifest.digest)
+        if reference.tag:
+            plan.result.tag_before = plan.result.tag_after = self.destination.manifest_digest(path, reference.tag)
+        seen = set()
+        for manifest in plan.manifests:
+            for descriptor in manifest.blobs:
+                if descriptor.digest in seen:
+                    continue
+                seen.add(descriptor.digest)
+                # a manifest the destination accepted had all its blobs: no need to ask about each
+                present = manifest.present or self.destination.has_blob(path, descriptor.digest)
+                if present:
+                    self._remember(descriptor.digest, path)
+                else:
+                    plan.missing.append(descriptor)
+                plan.result.blobs.append(BlobStatus(descriptor.digest, descriptor.size, EXISTS if present else COPIED))
+        plan.result.changed = bool(plan.missing) or not all(manifest.present for manifest in plan.manifests) or self._retag(plan)
+
+    @staticmethod
+    def _plan_one_platform(plan: _Plan, registry: Registry, top_digest: Optional[str], from_destination) -> None:
+        resolved = registry.resolve(plan.request.reference, plan.request.platform, top_digest, from_destination)
+        manifest = _Manifest(resolved.manifest_digest, resolved.manifest_bytes, resolved.manifest_media_type, blobs=(resolved.config, *resolved.layers))
+        plan.manifests, plan.tagged = [manifest], manifest
+        plan.done_digests = (resolved.digest, resolved.manifest_digest)  # a tag naming the whole index holds this platform too
         result = plan.result
         result.digest, result.manifest_digest = resolved.digest, resolved.manifest_digest
         result.platform = str(resolved.platform) if resolved.platform else None
-        if reference.tag:
-            result.tag_before = result.tag_after = self.destination.manifest_digest(path, reference.tag)
-        if resolved.manifest_digest not in asked:
-            asked[resolved.manifest_digest] = self.destination.manifest_digest(path, resolved.manifest_digest) is not None
-        plan.manifest_present = asked[resolved.manifest_digest]
-        for descriptor in (resolved.config, *resolved.layers):
-            # a manifest the destination accepted had all its blobs: no need to ask about each
-            present = plan.manifest_present or self.destination.has_blob(path, descriptor.digest)
-            if present:
-                self._remember(descriptor.digest, path)
+
+    @staticmethod
+    def _plan_every_platform(plan: _Plan, registry: Registry, top_digest: Optional[str], from_destination) -> None:
+        """The index and every manifest it lists, as they are, so the tag names the source's own digest."""
+        reference = plan.request.reference
+
+        def manifest(digest: Optional[str]) -> _Manifest:
+            found = from_destination(digest) if digest else None
+            if found is None:
+                body, media_type, digest = registry.get_manifest(reference, digest or reference.manifest_reference)
             else:
-                plan.missing.append(descriptor)
-            result.blobs.append(BlobStatus(descriptor.digest, descriptor.size, EXISTS if present else COPIED))
-        result.changed = bool(plan.missing) or not plan.manifest_present or self._retag(plan)
+                body, media_type = found
+            return _Manifest(digest, body, media_type)
+
+        top = manifest(top_digest)
+        index = top if top.media_type in INDEX_TYPES else None
+        if index is None:
+            images = [top]
+            plan.result.manifest_digest = top.digest
+        else:
+            entries = index_entries(reference, index.body)
+            images = [manifest(Descriptor.from_json(entry).digest) for entry in entries]
+            plan.result.platforms = available_platforms(entries)
+        for image in images:  # an index inside the index is refused here, as any manifest that is not an image's
+            config, layers = image_blobs(reference, image.digest, image.body, image.media_type)
+            image.blobs = (config, *layers)
+        plan.manifests = images + ([index] if index else [])  # an index goes after the manifests it names
+        plan.tagged, plan.done_digests = top, (top.digest,)
+        plan.result.digest = top.digest
 
     def _remember(self, digest: str, path: str) -> None:
         with self._lock:
@@ -171,8 +235,8 @@ class Copier:
 
     @staticmethod
     def _retag(plan: _Plan) -> bool:
-        """A tag is pushed unless it names this image already (its index, or the platform's manifest)."""
-        return plan.request.reference.tag is not None and plan.result.tag_before not in (plan.resolved.digest, plan.resolved.manifest_digest)
+        """A tag is pushed unless it names this image already."""
+        return plan.request.reference.tag is not None and plan.result.tag_before not in plan.done_digests
 
     # -- transfer --------------------------------------------------------------------------------
 
@@ -220,14 +284,16 @@ class Copier:
     def _finish(self, plan: _Plan, transfers: dict) -> None:
         for descriptor in plan.missing:
             transfers[descriptor.digest].result()
+        retag = self._retag(plan)
         if self.check_mode:
-            if self._retag(plan):
-                plan.result.tag_after = plan.resolved.manifest_digest
+            if retag:
+                plan.result.tag_after = plan.tagged.digest
             return
-        resolved, path = plan.resolved, plan.request.reference.path
-        if not plan.manifest_present:
-            self.destination.put_manifest(path, resolved.manifest_digest, resolved.manifest_bytes, resolved.manifest_media_type)
-            plan.pushed = True
-        if self._retag(plan):
-            self.destination.put_manifest(path, plan.request.reference.tag, resolved.manifest_bytes, resolved.manifest_media_type)
-            plan.result.tag_after = resolved.manifest_digest
+        path = plan.request.reference.path
+        for manifest in plan.manifests:
+            if not manifest.present:
+                self.destination.put_manifest(path, manifest.digest, manifest.body, manifest.media_type)
+                plan.pushed = True
+        if retag:
+            self.destination.put_manifest(path, plan.request.reference.tag, plan.tagged.body, plan.tagged.media_type)
+            plan.result.tag_after = plan.tagged.digest

@@ -592,7 +592,7 @@ class Registry:
         manifest_bytes, manifest_type, manifest_digest = body, media_type, digest
         choice_platform, fallback = None, False
         if media_type in INDEX_TYPES:
-            choice = choose_manifest(_json(body, reference).get("manifests") or [], platform, MANIFEST_TYPES)
+            choice = choose_manifest(index_entries(reference, body), platform, MANIFEST_TYPES)
             choice_platform, fallback = choice.platform, choice.fallback
             manifest_digest = choice.descriptor["digest"]
             local = local_manifest(manifest_digest)
@@ -600,14 +600,7 @@ class Registry:
                 manifest_bytes, manifest_type = self.get_manifest(reference, manifest_digest)[:2]
             else:
                 manifest_bytes, manifest_type = local
-        if manifest_type not in MANIFEST_TYPES:
-            raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest type {manifest_type} is not supported")
-        manifest = _json(manifest_bytes, reference)
-        try:
-            config = Descriptor.from_json(manifest["config"])
-            layers = tuple(Descriptor.from_json(layer) for layer in manifest.get("layers") or [])
-        except (KeyError, TypeError):
-            raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest {manifest_digest} has no config") from None
+        config, layers = image_blobs(reference, manifest_digest, manifest_bytes, manifest_type)
         return ResolvedImage(reference, digest, media_type, body, manifest_digest, manifest_type, manifest_bytes, config, layers, choice_platform, fallback)
 
     # -- blobs -----------------------------------------------------------------------------------
@@ -832,6 +825,25 @@ def _read_capped(response, limit: int, reference: Reference) -> bytes:
             if len(data) > limit:
                 raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest larger than {limit} bytes; refused")
         return bytes(data)
+
+
+def index_entries(reference: Reference, body: bytes) -> list:
+    """The manifest descriptors an index lists, as JSON objects."""
+    entries = _json(body, reference).get("manifests") or []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise DockyardError("unsupported_media_type", f"{reference.familiar}: the index's manifests are not a list of descriptors")
+    return entries
+
+
+def image_blobs(reference: Reference, digest: str, body: bytes, media_type: str) -> tuple:
+    """(config, layers) that an image manifest names."""
+    if media_type not in MANIFEST_TYPES:
+        raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest type {media_type} is not supported")
+    manifest = _json(body, reference)
+    try:
+        return Descriptor.from_json(manifest["config"]), tuple(Descriptor.from_json(layer) for layer in manifest.get("layers") or [])
+    except (KeyError, TypeError):
+        raise DockyardError("unsupported_media_type", f"{reference.familiar}: manifest {digest} has no config") from None
 
 
 def _json(body: bytes, reference: Reference) -> dict:

@@ -10,8 +10,8 @@ module: image_copy
 short_description: Copy container images from their registries into another registry
 version_added: 0.1.0
 description:
-  - Copies one or more images, one platform each, from the registries that publish them into the registry at
-    O(destination), under the same repository paths and tags, registry to registry, without any image store.
+  - Copies one or more images, one platform each or every platform, from the registries that publish them into the
+    registry at O(destination), under the same repository paths and tags, registry to registry, without any image store.
   - Only blobs the destination lacks move. A blob is fetched from its source at most once per task however many
     images share it, verified against its digest, and uploaded; a repository of the destination that needs a blob
     another one already holds gets it by a cross-repository mount instead.
@@ -57,8 +57,13 @@ options:
     required: true
   platform:
     description:
-      - The platform to copy out of a multi-platform image, as C(os/arch[/variant]). Defaults to the host's platform.
-      - Only that platform's manifest is copied, and the tag at the destination names it, as C(skopeo copy) does without C(--all).
+      - The platform to copy out of a multi-platform image, as C(os/arch[/variant]), or V(all). Defaults to the host's platform.
+      - With a platform, only that platform's manifest is copied, and the tag at the destination names it, as C(skopeo copy)
+        does without C(--all).
+      - With V(all), the index and every manifest it lists (attestations too) are copied as they are, so the tag at the
+        destination names the same digest as at the source and pulls by that digest work there, as with
+        C(skopeo copy --all) or C(crane copy). Every platform's blobs are copied, and Docker Hub counts a pull for each
+        platform's manifest fetched.
     type: str
   concurrency:
     description: How many blobs to transfer at the same time, across all images.
@@ -91,6 +96,12 @@ EXAMPLES = r"""
     name: ghcr.io/example/app:2.4.1
     platform: linux/arm64
     destination: registry.airgap.internal:5000
+
+- name: Mirror every platform, so that pins to the upstream digest resolve in the air-gapped registry
+  dockyard.images.image_copy:
+    name: ghcr.io/example/app:2.4.1
+    platform: all
+    destination: registry.airgap.internal:5000
 """
 
 RETURN = r"""
@@ -116,12 +127,19 @@ images:
       description: What the source calls the image (the index digest for multi-platform images).
       type: str
     manifest_digest:
-      description: The digest of the platform's image manifest, which the destination now holds.
+      description:
+        - The digest of the platform's image manifest, which the destination now holds.
+        - With O(platform=all), the image's own digest for a single-platform image, and null for a multi-platform one.
       type: str
     platform:
-      description: The platform copied out of a multi-platform image; null for a single-platform one.
+      description: The platform copied out of a multi-platform image; null for a single-platform one, and with O(platform=all).
       type: str
       sample: linux/amd64
+    platforms:
+      description: With O(platform=all), the platforms of the manifests the index lists, attestations left out; otherwise null.
+      type: list
+      elements: str
+      sample: [linux/amd64, linux/arm64]
     blobs:
       description:
         - The config and each layer with its C(digest), C(size) and C(status), V(copied) (fetched from the source
@@ -177,8 +195,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    concurrency, platform = transfer_settings(params)
-    requests = [CopyRequest(parse_reference(text), platform) for text in params["name"]]
+    every_platform = (params["platform"] or "").lower() == "all"
+    concurrency, platform = transfer_settings({**params, "platform": None} if every_platform else params)
+    requests = [CopyRequest(parse_reference(text), None if every_platform else platform) for text in params["name"]]
     client = transfer_client(params, len(requests))
     destination = client.destination(params["destination"])
     results = Copier(client, destination, concurrency, module.check_mode).copy(requests)

@@ -67,6 +67,39 @@ def test_a_copy_fetches_each_blob_once_and_a_second_copy_fetches_nothing(registr
     assert sorted(seen) == [("GET", f"/v2/team/multi/manifests/{corpus.multi.digest}"), *heads]
 
 
+def test_every_platform_is_copied_as_the_source_has_it_and_a_second_copy_pushes_nothing(registry, corpus, destination):
+    images = [*corpus.multi.images, corpus.attestation]
+    unique = {layer.digest: layer.size for image in images for layer in image.layers} | {image.id: len(image.config) for image in images}
+    args = {"name": [f"{registry.host}/team/multi:1", f"{registry.host}/team/oci:1"], "destination": destination.url, "platform": "all"}
+
+    predicted = run_module("image_copy", args, check=True, diff=True)
+    assert predicted["changed"] is True, predicted
+    assert predicted["diff"]["after"] == {f"{destination.host}/team/multi:1": corpus.multi.digest, f"{destination.host}/team/oci:1": corpus.oci.digest}
+    assert requests.get(f"{destination.url}/v2/_catalog", timeout=10).json()["repositories"] == []
+
+    mark = registry.mark()
+    done = run_module("image_copy", args)
+    assert done["changed"] is True, done
+    assert blob_gets(registry.requests_since(mark)) == Counter(dict.fromkeys([*unique, corpus.oci.id, *(layer.digest for layer in corpus.oci.layers)], 1))
+    multi, single = done["images"]
+    assert (multi["digest"], multi["manifest_digest"], multi["platform"]) == (corpus.multi.digest, None, None)
+    assert multi["platforms"] == ["linux/amd64", "linux/arm64", "linux/arm/v7"], "attestations are copied but are no platform"
+    assert multi["copied_bytes"] == sum(unique.values()) == predicted["images"][0]["copied_bytes"]
+    assert (single["digest"], single["manifest_digest"], single["platforms"]) == (corpus.oci.digest, corpus.oci.digest, None)
+    index = requests.get(f"{destination.url}/v2/team/multi/manifests/1", headers={"Accept": corpus.multi.media_type}, timeout=10)
+    assert index.content == corpus.multi.manifest, "the tag names the source's index, byte for byte"
+    for image in images:
+        assert manifest_at(destination, "team/multi", image.digest).content == image.manifest
+
+    mark = registry.mark()
+    again = run_module("image_copy", args)
+    assert again["changed"] is False, again
+    assert again["copied_bytes"] == 0
+    # the destination holds the index and what it names: the source answers one HEAD per tag
+    seen = sorted((method, path) for method, path, status in registry.image_requests_since(mark))
+    assert seen == [("HEAD", "/v2/team/multi/manifests/1"), ("HEAD", "/v2/team/oci/manifests/1")]
+
+
 def test_two_tags_of_one_repository_share_a_blob_without_mounting_it(registry, corpus, destination):
     Pusher(registry.url).image("team/pair", "a", corpus.app)
     Pusher(registry.url).image("team/pair", "b", corpus.worker)
