@@ -136,7 +136,7 @@ images:
       type: str
       sample: linux/amd64
     platforms:
-      description: With O(platform=all), the platforms of the manifests the index lists, attestations left out; otherwise null.
+      description: With O(platform=all) and a multi-platform image, the platforms of the manifests its index lists, attestations left out; otherwise null.
       type: list
       elements: str
       sample: [linux/amd64, linux/arm64]
