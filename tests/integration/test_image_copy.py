@@ -100,6 +100,22 @@ def test_every_platform_is_copied_as_the_source_has_it_and_a_second_copy_pushes_
     assert seen == [("HEAD", "/v2/team/multi/manifests/1"), ("HEAD", "/v2/team/oci/manifests/1")]
 
 
+def test_a_copy_of_every_platform_completes_what_a_one_platform_copy_left(registry, corpus, destination):
+    name = f"{registry.host}/team/multi:1"
+    run_module("image_copy", {"name": [name], "destination": destination.url, "platform": "linux/arm64"})
+    mark = registry.mark()
+    done = run_module("image_copy", {"name": [name], "destination": destination.url, "platform": "all"}, diff=True)
+    key = f"{destination.host}/team/multi:1"
+    assert done["diff"] == {"before": {key: corpus.arm64.digest}, "after": {key: corpus.multi.digest}}, "the tag moves to the index"
+    statuses = {blob["digest"]: blob["status"] for blob in done["images"][0]["blobs"]}
+    arm64_blobs = [corpus.arm64.id, *(layer.digest for layer in corpus.arm64.layers)]
+    assert [statuses[digest] for digest in arm64_blobs] == ["exists"] * len(arm64_blobs)
+    assert statuses[corpus.amd64.layers[1].digest] == statuses[corpus.armv7.layers[0].digest] == "copied"
+    fetched = blob_gets(registry.requests_since(mark))
+    assert not fetched.keys() & set(arm64_blobs), "what the destination held is not fetched again"
+    assert sum(fetched.values()) == len(fetched) == sum(status == "copied" for status in statuses.values())
+
+
 def test_two_tags_of_one_repository_share_a_blob_without_mounting_it(registry, corpus, destination):
     Pusher(registry.url).image("team/pair", "a", corpus.app)
     Pusher(registry.url).image("team/pair", "b", corpus.worker)
