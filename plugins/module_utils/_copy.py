@@ -222,7 +222,13 @@ class Copier:
             entries = index_entries(reference, index.body)
             images = [manifest(Descriptor.from_json(entry).digest) for entry in entries]
             plan.result.platforms = available_platforms(entries)
-        for image in images:  # an index inside the index is refused here, as any manifest that is not an image's
+        for image in images:
+            if image.media_type in INDEX_TYPES:
+                raise DockyardError(
+                    "unsupported_media_type",
+                    f"{reference.familiar}: its index lists another index ({image.digest}), which a copy of every platform does not"
+                    " follow; copy the platforms one at a time",
+                )
             config, layers = image_blobs(reference, image.digest, image.body, image.media_type)
             image.blobs = (config, *layers)
         plan.manifests = images + ([index] if index else [])  # an index goes after the manifests it names

@@ -3,6 +3,7 @@ holding exactly the platform's image, re-runs cost only HEADs, and pull-through 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -114,6 +115,28 @@ def test_a_copy_of_every_platform_completes_what_a_one_platform_copy_left(regist
     fetched = blob_gets(registry.requests_since(mark))
     assert not fetched.keys() & set(arm64_blobs), "what the destination held is not fetched again"
     assert sum(fetched.values()) == len(fetched) == sum(status == "copied" for status in statuses.values())
+
+
+def test_an_index_inside_an_index_is_refused_with_a_reason_and_nothing_is_pushed(registry, corpus, destination):
+    pusher = Pusher(registry.url)
+    pusher.image("team/nested", corpus.amd64.digest, corpus.amd64)
+    pusher.index("team/nested", corpus.arm_only.digest, corpus.arm_only)
+    amd64, arm_only = corpus.amd64, corpus.arm_only
+    nested = {
+        "schemaVersion": 2,
+        "mediaType": arm_only.media_type,
+        "manifests": [
+            {"mediaType": amd64.media_type, "digest": amd64.digest, "size": len(amd64.manifest), "platform": amd64.platform},
+            {"mediaType": arm_only.media_type, "digest": arm_only.digest, "size": len(arm_only.manifest)},
+        ],
+    }
+    pusher.manifest("team/nested", "1", json.dumps(nested).encode(), arm_only.media_type)
+
+    failed = run_module("image_copy", {"name": [f"{registry.host}/team/nested:1"], "destination": destination.url, "platform": "all"})
+    assert failed["failed"] is True
+    assert failed["images"][0]["reason"] == "unsupported_media_type", failed
+    assert corpus.arm_only.digest in failed["images"][0]["msg"] and "one at a time" in failed["images"][0]["msg"]
+    assert requests.get(f"{destination.url}/v2/_catalog", timeout=10).json()["repositories"] == []
 
 
 def test_two_tags_of_one_repository_share_a_blob_without_mounting_it(registry, corpus, destination):
