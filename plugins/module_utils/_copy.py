@@ -206,11 +206,7 @@ class Copier:
         reference = plan.request.reference
 
         def manifest(digest: Optional[str]) -> _Manifest:
-            found = from_destination(digest) if digest else None
-            if found is None:
-                body, media_type, digest = registry.get_manifest(reference, digest or reference.manifest_reference)
-            else:
-                body, media_type = found
+            body, media_type, digest = registry.find_manifest(reference, digest, from_destination)
             return _Manifest(digest, body, media_type)
 
         top = manifest(top_digest)

@@ -577,29 +577,27 @@ class Registry:
             self.warnings.append(f"{self.domain} labelled manifest {ref} of {reference.familiar} {header_digest}, but its bytes hash to {digest}")
         return body, _manifest_media_type(body, header_type, reference), digest
 
+    def find_manifest(self, reference: Reference, digest: Optional[str], local_manifest: Callable) -> tuple:
+        """(bytes, media type, digest) of the manifest `digest` names, or the reference's own when
+        None: what `local_manifest(digest)` returns, else fetched from the registry."""
+        local = local_manifest(digest) if digest else None
+        if local is not None:
+            return (*local, digest)
+        return self.get_manifest(reference, digest or reference.manifest_reference)
+
     def resolve(self, reference: Reference, platform: Platform, known_digest: Optional[str], local_manifest: Callable) -> ResolvedImage:
         """Resolve a reference to the manifest for `platform`.
 
         `known_digest` is the top-level digest already found by a HEAD (or the pin); manifests
         that `local_manifest(digest)` returns are not fetched again.
         """
-        top_digest = reference.digest or known_digest
-        top = local_manifest(top_digest) if top_digest else None
-        if top is None:
-            body, media_type, digest = self.get_manifest(reference, top_digest or reference.manifest_reference)
-        else:
-            body, media_type, digest = top[0], top[1], top_digest
+        body, media_type, digest = self.find_manifest(reference, reference.digest or known_digest, local_manifest)
         manifest_bytes, manifest_type, manifest_digest = body, media_type, digest
         choice_platform, fallback = None, False
         if media_type in INDEX_TYPES:
             choice = choose_manifest(index_entries(reference, body), platform, MANIFEST_TYPES)
             choice_platform, fallback = choice.platform, choice.fallback
-            manifest_digest = choice.descriptor["digest"]
-            local = local_manifest(manifest_digest)
-            if local is None:
-                manifest_bytes, manifest_type = self.get_manifest(reference, manifest_digest)[:2]
-            else:
-                manifest_bytes, manifest_type = local
+            manifest_bytes, manifest_type, manifest_digest = self.find_manifest(reference, choice.descriptor["digest"], local_manifest)
         config, layers = image_blobs(reference, manifest_digest, manifest_bytes, manifest_type)
         return ResolvedImage(reference, digest, media_type, body, manifest_digest, manifest_type, manifest_bytes, config, layers, choice_platform, fallback)
 

@@ -206,6 +206,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._registry import index_entries
 from ansible_collections.dockyard.images.plugins.module_utils._stores import select_all
 
 
@@ -258,8 +259,10 @@ def _inspect(registry, reference, platform) -> dict:
     digest = None if reference.pinned else registry.head_manifest(reference)
     resolved = registry.resolve(reference, platform, digest, lambda _digest: None)
     config = json.loads(registry.fetch_blob_bytes(reference, resolved.config))
-    index = json.loads(resolved.index_bytes) if resolved.index_bytes is not None else None
     found = resolved.platform or Platform.from_descriptor(config)
+    platforms = [str(found)] if found else []
+    if resolved.index_bytes is not None:  # a multi-platform image: every platform its index lists
+        platforms = available_platforms(index_entries(reference, resolved.index_bytes))
     return {
         "reference": reference.familiar,
         "canonical": reference.canonical,
@@ -270,7 +273,7 @@ def _inspect(registry, reference, platform) -> dict:
         "manifest_digest": resolved.manifest_digest,
         "repo_digests": [f"{reference.familiar_name}@{resolved.digest}"],
         "platform": str(found) if found else None,
-        "platforms": available_platforms(index.get("manifests") or []) if index else ([str(found)] if found else []),
+        "platforms": platforms,
         "created": config.get("created"),
         "size": resolved.config.size + sum(layer.size for layer in resolved.layers),
         "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type} for layer in resolved.layers],
