@@ -12,8 +12,10 @@ options:
   registry_auth:
     description:
       - Credentials for registries, used before any found in O(docker_config).
-      - They are sent only to the registry they name and its token service, never to a mirror,
-        and never appear in results or logs.
+      - They are sent only to the origin (scheme, host and port) of the registry they name and to the token
+        service that registry's own challenge names; never to a mirror, to a redirect, pagination link or
+        upload location on another origin, or over plain HTTP unless the host is loopback or in
+        O(insecure_registries). They never appear in results or logs.
     type: list
     elements: dict
     suboptions:
@@ -39,12 +41,17 @@ options:
     description:
       - Mirrors to try before a registry, as a mapping of registry (C(host[:port]), V(docker.io) for Docker Hub)
         to an ordered list of endpoint URLs such as C(https://mirror.internal:5000).
-      - A mirror that fails or lacks the content falls through to the next, then to the registry itself.
+      - A mirror that fails or lacks the content falls through to the next, then to the registry itself;
+        a mirror that fails for another reason than lacking the content is named in a warning.
+      - A mirror gets only the credentials given for its own C(host[:port]), never the upstream's; a URL with
+        C(user:password@) in it is refused (give them in O(registry_auth)), and so is one that is not a valid
+        C(http(s\)://host[:port]) or C(host[:port]).
     type: dict
     default: {}
   insecure_registries:
     description:
-      - Registries (C(host[:port])) that may be reached over plain HTTP or with unverified TLS.
+      - Registries (C(host[:port])) that may be reached over plain HTTP or with unverified TLS, and token
+        services that may receive credentials over plain HTTP.
       - Registries on loopback addresses may always be reached over plain HTTP when they do not speak TLS;
         when they do, their certificates are verified unless they are listed here.
     type: list
@@ -60,6 +67,11 @@ options:
   timeout:
     description:
       - Seconds to wait for a registry to answer, and for the store's lock.
+      - Every request has a deadline. A connection must open within 10 seconds (or O(timeout) if smaller), the
+        headers of an answer must arrive within O(timeout) seconds, and a body must arrive at 1 KiB a second or
+        faster, measured over every window of O(timeout) seconds. A transfer slower than that fails with reason
+        V(unreachable) at once, without retries; an interrupted blob download keeps what arrived and resumes
+        from there in a later run.
     type: int
     default: 60
   retries:

@@ -10,18 +10,22 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import gc
+import traceback
+from urllib.parse import urlsplit
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
+from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._registry import (
+from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, resolve_workers
+from ansible_collections.dockyard.images.plugins.module_utils._stores import open_store
+from ansible_collections.dockyard.images.plugins.module_utils._transport import (
     HAS_REQUESTS,
     REQUESTS_IMPORT_ERROR,
-    RegistryClient,
     RegistryOptions,
-    resolve_workers,
+    parse_endpoint_address,
+    redact_userinfo,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._stores import open_store
 
 
 def store_argument_spec() -> dict:
@@ -71,13 +75,17 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
             urls = [urls]
         if not isinstance(urls, list) or not all(isinstance(url, str) and url for url in urls):
             raise DockyardError("invalid_argument", f"mirrors[{registry!r}] must be a list of endpoint URLs")
-        mirrors[registry] = tuple(urls)
+        mirrors[registry_host(registry)] = tuple(parse_endpoint_address(url, f"mirrors[{registry!r}]: the mirror") for url in urls)
+    insecure = tuple(str(entry).strip().lower() for entry in params.get("insecure_registries") or ())
+    invalid = [entry for entry in insecure if not is_registry_host(entry)]
+    if invalid:
+        raise DockyardError("invalid_argument", f"insecure_registries: {', '.join(map(repr, invalid))} is not a host[:port]")
     options = RegistryOptions(
         timeout=float(params["timeout"]),
         retries=params["retries"],
         validate_certs=params["validate_certs"],
         ca_path=params.get("ca_path"),
-        insecure_registries=tuple(params.get("insecure_registries") or ()),
+        insecure_registries=insecure,
         mirrors=mirrors,
     )
     credentials = CredentialStore(params.get("registry_auth"), params.get("docker_config"))
@@ -123,7 +131,27 @@ def run_and_exit(module, work) -> None:
     # nothing while the work runs, nor when the interpreter shuts down.
     gc.freeze()
     gc.enable()
+    _hide_url_secrets(module)
     try:
-        module.exit_json(**work())
+        outcome = work()
     except DockyardError as exc:
         module.fail_json(**exc.to_result())
+    except Exception as exc:  # anything else is a defect: a failed task that says so, never a bare traceback
+        module.fail_json(
+            msg=f"internal error: {type(exc).__name__}: {redact_userinfo(str(exc))[:500]}; please report it with the traceback in 'exception'",
+            reason="internal_error",
+            exception=traceback.format_exc(),
+        )
+    module.exit_json(**outcome)
+
+
+def _hide_url_secrets(module) -> None:
+    """Keep credentials someone wrote into a mirror URL out of every result and log (they are refused anyway)."""
+    for urls in (module.params.get("mirrors") or {}).values():
+        for url in [urls] if isinstance(urls, str) else urls if isinstance(urls, list) else ():
+            try:
+                parts = urlsplit(url) if isinstance(url, str) else None
+            except ValueError:
+                continue
+            if parts is not None and (parts.password or parts.username):
+                module.no_log_values.update(value for value in (parts.password, url) if value)

@@ -4,22 +4,19 @@
 """Registry credentials and authentication challenges.
 
 Credentials come from the task first, then from a docker config.json (credHelpers, credsStore,
-auths, in docker/cli's order). Challenges are parsed per RFC 7235; Bearer tokens are cached by
-realm, service, scopes and identity until shortly before they expire.
+auths, in docker/cli's order). Which origin may receive them is decided in _transport.py alone.
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 from urllib.parse import urlsplit
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -53,7 +50,10 @@ def registry_host(text: str) -> str:
     """`https://index.docker.io/v1/` → `docker.io`; `http://host:5000/x` → `host:5000`."""
     host = text.strip()
     if "://" in host:
-        host = urlsplit(host).netloc
+        try:
+            host = urlsplit(host).netloc
+        except ValueError:
+            raise DockyardError("invalid_argument", f"{text!r:.200} is not a registry: give host[:port], as in registry.example.com:5000") from None
     host = host.split("/", 1)[0].lower()
     return "docker.io" if host in _DOCKER_HUB_ALIASES else host
 
@@ -153,115 +153,6 @@ def _run_helper(suffix: str, server: str) -> Optional[Credential]:
     if data.get("Username") == "<token>":
         return Credential(identity_token=data.get("Secret") or "")
     return Credential(username=data.get("Username") or "", password=data.get("Secret") or "")
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One challenge of a WWW-Authenticate header: its scheme and parameters."""
-
-    scheme: str
-    params: dict
-
-    @property
-    def realm(self) -> str:
-        return self.params.get("realm", "")
-
-
-def parse_challenges(header: str) -> list:
-    """Parse a WWW-Authenticate header that may hold several challenges (RFC 7235)."""
-    challenges, i, n = [], 0, len(header or "")
-    while i < n:
-        while i < n and header[i] in " ,":
-            i += 1
-        start = i
-        while i < n and header[i] not in " ,=":
-            i += 1
-        scheme = header[start:i]
-        if not scheme:
-            break
-        params = {}
-        while True:
-            j = i
-            while j < n and header[j] in " ,":
-                j += 1
-            k = j
-            while k < n and header[k] not in " ,=":
-                k += 1
-            if k >= n or header[k] != "=" or k == j:
-                i = j
-                break  # the next token is a new scheme, not a parameter
-            key, i = header[j:k].lower(), k + 1
-            if i < n and header[i] == '"':
-                i += 1
-                value = []
-                while i < n and header[i] != '"':
-                    if header[i] == "\\" and i + 1 < n:
-                        i += 1
-                    value.append(header[i])
-                    i += 1
-                i += 1
-                params[key] = "".join(value)
-            else:
-                start = i
-                while i < n and header[i] not in " ,":
-                    i += 1
-                params[key] = header[start:i]
-        challenges.append(Challenge(scheme.lower(), params))
-    return challenges
-
-
-def check_realm(realm: str, registry_netloc: str, insecure: bool) -> None:
-    """Refuse token realms that would send us somewhere more private than the registry itself."""
-    parts = urlsplit(realm)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise DockyardError("unauthorized", f"the registry named an invalid token realm {realm!r}")
-    if parts.netloc == registry_netloc:
-        return
-    if parts.scheme == "http" and not insecure:
-        raise DockyardError("tls", f"the registry's token realm {realm} is not https; list the registry in insecure_registries to allow it")
-    realm_ip, registry_ip = _ip(parts.hostname), _ip(urlsplit("//" + registry_netloc).hostname or "")
-    if realm_ip is not None and _private_rank(realm_ip) > _private_rank(registry_ip):
-        raise DockyardError("unauthorized", f"the registry named token realm {realm}, an address more private than the registry's own; refused")
-
-
-def _ip(host: str):
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def _private_rank(address) -> int:
-    if address is None:
-        return 0
-    if address.is_loopback or address.is_unspecified:
-        return 3
-    if address.is_link_local:
-        return 2
-    if address.is_private:
-        return 1
-    return 0
-
-
-class TokenCache:
-    """Bearer tokens keyed by realm, service, scopes and identity, valid until near expiry."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self._tokens = {}
-        self._lock = threading.Lock()
-        self._clock = clock
-
-    def get(self, key) -> Optional[str]:
-        with self._lock:
-            found = self._tokens.get(key)
-            if found and found[1] > self._clock():
-                return found[0]
-            return None
-
-    def put(self, key, token: str, expires_in: Optional[int]) -> None:
-        lifetime = expires_in if isinstance(expires_in, int) and expires_in > 0 else TOKEN_DEFAULT_LIFETIME
-        with self._lock:
-            self._tokens[key] = (token, self._clock() + max(lifetime - TOKEN_REFRESH_MARGIN, 1))
 
 
 def engine_auth_header(credential: Optional[Credential], domain: str) -> Optional[str]:

@@ -19,21 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._blob import FileSink
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor, Manifest, image_blobs, index_entries
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms
 from ansible_collections.dockyard.images.plugins.module_utils._pull import safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import (
-    INDEX_TYPES,
-    Descriptor,
-    Destination,
-    FileSink,
-    Registry,
-    RegistryClient,
-    image_blobs,
-    index_entries,
-    resolve_workers,
-)
+from ansible_collections.dockyard.images.plugins.module_utils._registry import Destination, Registry, RegistryClient, resolve_workers
 
 COPIED = "copied"
 MOUNTED = "mounted"
@@ -98,11 +90,13 @@ class CopyResult:
 class _Manifest:
     """A manifest the copy puts at the destination by digest, and the blobs it names (none for an index)."""
 
-    digest: str
-    body: bytes
-    media_type: str
+    manifest: Manifest
     present: bool = False  # the destination holds it already
     blobs: tuple = ()
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
 
 
 @dataclass
@@ -157,7 +151,7 @@ class Copier:
         top_digest = reference.digest or registry.head_manifest(reference)
         held = {}  # digest -> whether the destination holds that manifest (then it is read from there)
 
-        def from_destination(digest: str) -> Optional[tuple]:
+        def from_destination(digest: str) -> Optional[Manifest]:
             manifest = self.destination.read_manifest(path, digest)
             held[digest] = manifest is not None
             return manifest
@@ -193,7 +187,7 @@ class Copier:
     @staticmethod
     def _plan_one_platform(plan: _Plan, registry: Registry, top_digest: Optional[str], from_destination) -> None:
         resolved = registry.resolve(plan.request.reference, plan.request.platform, top_digest, from_destination)
-        manifest = _Manifest(resolved.manifest_digest, resolved.manifest_bytes, resolved.manifest_media_type, blobs=(resolved.config, *resolved.layers))
+        manifest = _Manifest(resolved.manifest, blobs=(resolved.config, *resolved.layers))
         plan.manifests, plan.tagged = [manifest], manifest
         plan.done_digests = (resolved.digest, resolved.manifest_digest)  # a tag naming the whole index holds this platform too
         result = plan.result
@@ -206,26 +200,25 @@ class Copier:
         reference = plan.request.reference
 
         def manifest(digest: Optional[str]) -> _Manifest:
-            body, media_type, digest = registry.find_manifest(reference, digest, from_destination)
-            return _Manifest(digest, body, media_type)
+            return _Manifest(registry.find_manifest(reference, digest, from_destination))
 
         top = manifest(top_digest)
-        index = top if top.media_type in INDEX_TYPES else None
+        index = top if top.manifest.is_index else None
         if index is None:
             images = [top]
             plan.result.manifest_digest = top.digest
         else:
-            entries = index_entries(reference, index.body)
+            entries = index_entries(index.manifest.body, reference.familiar)
             images = [manifest(Descriptor.from_json(entry).digest) for entry in entries]
             plan.result.platforms = available_platforms(entries)
         for image in images:
-            if image.media_type in INDEX_TYPES:
+            if image.manifest.is_index:
                 raise DockyardError(
                     "unsupported_media_type",
                     f"{reference.familiar}: its index lists another index ({image.digest}), which a copy of every platform does not"
                     " follow; copy the platforms one at a time",
                 )
-            config, layers = image_blobs(reference, image.digest, image.body, image.media_type)
+            config, layers = image_blobs(image.manifest, reference.familiar)
             image.blobs = (config, *layers)
         plan.manifests = images + ([index] if index else [])  # an index goes after the manifests it names
         plan.tagged, plan.done_digests = top, (top.digest,)
@@ -294,8 +287,8 @@ class Copier:
         path = plan.request.reference.path
         for manifest in plan.manifests:
             if not manifest.present:
-                self.destination.put_manifest(path, manifest.digest, manifest.body, manifest.media_type)
+                self.destination.put_manifest(path, manifest.digest, manifest.manifest)
                 plan.pushed = True
         if retag:
-            self.destination.put_manifest(path, plan.request.reference.tag, plan.tagged.body, plan.tagged.media_type)
+            self.destination.put_manifest(path, plan.request.reference.tag, plan.tagged.manifest)
             plan.result.tag_after = plan.tagged.digest

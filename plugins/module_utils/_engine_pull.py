@@ -9,7 +9,6 @@ This module_utils file is private to the dockyard.images collection and may chan
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import engine_auth_header
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._pull import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullResult, safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
@@ -108,14 +108,14 @@ class EnginePuller:
         """What the engine would do: layers are reused up to the first ChainID it lacks, as dockerd does."""
         request = result.request
         resolved = registry.resolve(request.reference, request.platform, head_digest, lambda digest: None)
-        config = json.loads(registry.fetch_blob_bytes(request.reference, resolved.config))
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        config = read_config(registry.fetch_blob_bytes(request.reference, resolved.config), f"the config {resolved.config.digest}")
+        diff_ids = list(config.diff_ids)
         held = self._held_chain_ids()
         reusing = True
         for layer, chain in zip(resolved.layers, chain_ids(diff_ids)):
             reusing = reusing and chain in held
             result.layers.append(LayerStatus(layer.digest, layer.size, ALREADY_EXISTS if reusing else PULL_COMPLETE))
-        found = resolved.platform or Platform.from_descriptor(config)
+        found = resolved.platform or config.platform
         result.digest, result.manifest_digest, result.id = resolved.digest, resolved.manifest_digest, resolved.config.digest
         result.platform = str(found) if found else None
         result.changed = before is None or full_image_id(before.get("Id", "")) != resolved.config.digest

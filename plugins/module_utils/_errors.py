@@ -26,6 +26,7 @@ REASONS = frozenset(
         "unsupported_media_type",
         "disk_full",
         "engine_error",
+        "internal_error",
     )
 )
 

@@ -51,18 +51,22 @@ class Platform:
 
     @classmethod
     def from_descriptor(cls, data: Optional[dict]) -> Optional[Platform]:
-        """The platform of an index entry or image config, normalised; None if it has none."""
-        if not data or not data.get("architecture"):
+        """The platform of an index entry or image config, normalised; None if it has none.
+
+        A platform whose fields are not strings is refused with unsupported_media_type.
+        """
+        if data is None:
             return None
-        return normalize(
-            cls(
-                os=data.get("os", ""),
-                architecture=data["architecture"],
-                variant=data.get("variant", ""),
-                os_version=data.get("os.version", ""),
-                os_features=tuple(data.get("os.features") or ()),
-            )
-        )
+        if not isinstance(data, dict):
+            raise DockyardError("unsupported_media_type", f"the platform {data!r:.100} is not a JSON object")
+        fields = [data.get(key) or "" for key in ("os", "architecture", "variant", "os.version")]
+        features = data.get("os.features") or ()
+        if not all(isinstance(value, str) for value in fields) or not isinstance(features, (list, tuple)) or not all(isinstance(f, str) for f in features):
+            raise DockyardError("unsupported_media_type", f"the platform {_shown(data)} has fields that are not strings")
+        os_name, architecture, variant, os_version = fields
+        if not architecture:
+            return None
+        return normalize(cls(os=os_name, architecture=architecture, variant=variant, os_version=os_version, os_features=tuple(features)))
 
     def to_oci(self) -> dict:
         data = {"architecture": self.architecture, "os": self.os}
@@ -73,6 +77,10 @@ class Platform:
         if self.os_features:
             data["os.features"] = list(self.os_features)
         return data
+
+
+def _shown(data: dict) -> str:
+    return repr({key: data.get(key) for key in ("os", "architecture", "variant") if key in data})[:200]
 
 
 def normalize(p: Platform) -> Platform:

@@ -12,25 +12,19 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._blob import sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import OCI_MANIFEST, Descriptor, read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import (
-    Descriptor,
-    RegistryClient,
-    ResolvedImage,
-    resolve_workers,
-    sha256_digest,
-)
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, ResolvedImage, resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import (
     CONTAINERD_NAME,
-    OCI_MANIFEST,
     REF_NAME,
     REGISTRY_DIGEST,
     REGISTRY_MANIFEST_DIGEST,
@@ -183,9 +177,8 @@ class OciPuller:
             room, downloads = _Room(self.store), {}
             with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as resolvers:
                 for plan, failure in zip(plans, resolvers.map(safely(self._resolve), plans)):
-                    plan.result.error = failure
-                    if failure is None and plan.resolved is not None:
-                        self._assign_statuses(plan, room.reserved)
+                    plan.result.error = failure or (safely(self._assign_statuses)(plan, room.reserved) if plan.resolved is not None else None)
+                    if plan.result.error is None and plan.resolved is not None:
                         plan.result.error = room.reserve(plan)
                         if plan.result.error is not None:
                             self._refuse(plan)
@@ -243,10 +236,7 @@ class OciPuller:
         else:
             self._download(request.reference, resolved.config)
             config = self.store.read_blob(resolved.config.digest)
-        try:
-            found = Platform.from_descriptor(json.loads(config))
-        except ValueError:
-            raise DockyardError("unsupported_media_type", f"the config {resolved.config.digest} is not JSON") from None
+        found = read_config(config, f"the config {resolved.config.digest}").platform
         if request.platform_explicit and found is not None and not runs_on(found, request.platform):
             raise DockyardError(
                 "platform_not_found",
@@ -323,9 +313,10 @@ class OciPuller:
 
     def _store_manifests(self, plan: _Plan) -> None:
         resolved = plan.resolved
-        for body in (resolved.index_bytes, resolved.manifest_bytes, oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type)):
-            if body is not None:
-                self.store.put_blob(body)
+        for manifest in (resolved.index, resolved.manifest):
+            if manifest is not None:
+                self.store.put_blob(manifest.body)
+        self.store.put_blob(oci_manifest(resolved.manifest))
 
     @staticmethod
     def _await_blobs(plan: _Plan, downloads: dict) -> None:
@@ -346,7 +337,7 @@ class OciPuller:
     def _index_entry(plan: _Plan) -> dict:
         """The index.json descriptor that tags this image: its OCI manifest, with the registry's digests."""
         resolved = plan.resolved
-        body = oci_manifest(resolved.manifest_bytes, resolved.manifest_media_type)
+        body = oci_manifest(resolved.manifest)
         entry = {"mediaType": OCI_MANIFEST, "digest": sha256_digest(body), "size": len(body)}
         if plan.platform is not None:
             entry["platform"] = plan.platform.to_oci()

@@ -81,9 +81,6 @@ class Reference:
             suffix += f"@{self.digest}"
         return suffix
 
-    def with_digest(self, digest: str) -> Reference:
-        return Reference(self.domain, self.path, self.tag, digest)
-
     def to_dict(self) -> dict:
         return {
             "domain": self.domain,
@@ -94,6 +91,19 @@ class Reference:
             "canonical": self.canonical,
             "familiar": self.familiar,
         }
+
+
+def is_digest(text) -> bool:
+    """Whether `text` is a digest this collection accepts: sha256 or sha512, lowercase hex of the right length."""
+    return isinstance(text, str) and _DIGEST_RE.match(text) is not None
+
+
+def is_registry_host(text) -> bool:
+    """Whether `text` is a registry host[:port] as references spell it, with a port from 1 to 65535."""
+    if not isinstance(text, str) or not _DOMAIN_RE.match(text):
+        return False
+    port = text.rpartition(":")[2] if not text.endswith("]") and ":" in text else ""
+    return not port or 1 <= int(port) <= 65535
 
 
 def _invalid(text: str, why: str) -> DockyardError:

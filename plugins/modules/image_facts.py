@@ -188,7 +188,6 @@ ansible_facts:
 """
 
 import gc
-import json
 
 gc.disable()  # a module process collects no garbage while it loads: see run_and_exit
 
@@ -204,9 +203,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
 )
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform, parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import index_entries, read_config
+from ansible_collections.dockyard.images.plugins.module_utils._platform import available_platforms, host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import index_entries
 from ansible_collections.dockyard.images.plugins.module_utils._stores import select_all
 
 
@@ -251,18 +250,18 @@ def remote_facts(params: dict) -> dict:
 def _resolve_digest(registry, reference) -> dict:
     digest = reference.digest or registry.head_manifest(reference)
     if digest is None:  # the registry sent no Docker-Content-Digest: the manifest's own hash is its digest
-        digest = registry.get_manifest(reference, reference.manifest_reference)[2]
+        digest = registry.get_manifest(reference, reference.manifest_reference).digest
     return {"reference": reference.familiar, "canonical": reference.canonical, "digest": digest}
 
 
 def _inspect(registry, reference, platform) -> dict:
     digest = None if reference.pinned else registry.head_manifest(reference)
     resolved = registry.resolve(reference, platform, digest, lambda _digest: None)
-    config = json.loads(registry.fetch_blob_bytes(reference, resolved.config))
-    found = resolved.platform or Platform.from_descriptor(config)
+    config = read_config(registry.fetch_blob_bytes(reference, resolved.config), f"the config {resolved.config.digest}")
+    found = resolved.platform or config.platform
     platforms = [str(found)] if found else []
-    if resolved.index_bytes is not None:  # a multi-platform image: every platform its index lists
-        platforms = available_platforms(index_entries(reference, resolved.index_bytes))
+    if resolved.index is not None:  # a multi-platform image: every platform its index lists
+        platforms = available_platforms(index_entries(resolved.index.body, reference.familiar))
     return {
         "reference": reference.familiar,
         "canonical": reference.canonical,
@@ -274,7 +273,7 @@ def _inspect(registry, reference, platform) -> dict:
         "repo_digests": [f"{reference.familiar_name}@{resolved.digest}"],
         "platform": str(found) if found else None,
         "platforms": platforms,
-        "created": config.get("created"),
+        "created": config.created,
         "size": resolved.config.size + sum(layer.size for layer in resolved.layers),
         "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type} for layer in resolved.layers],
         "containers": [],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, RegistryOptions
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
 from support.images import Image, Pusher, make_layer
 
 

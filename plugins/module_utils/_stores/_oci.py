@@ -23,33 +23,39 @@ import tempfile
 import time
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK, DIGEST_ALGORITHMS, FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
+    DOCKER_CONFIG,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    image_blobs,
+    json_object,
+    platform_of,
+    read_config,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import CHUNK, DIGEST_ALGORITHMS, FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 REGISTRY_DIGEST = "io.dockyard.image.digest"
 REGISTRY_MANIFEST_DIGEST = "io.dockyard.image.manifest-digest"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 _DOCKER_TO_OCI = {
-    "application/vnd.docker.container.image.v1+json": OCI_CONFIG,
+    DOCKER_CONFIG: OCI_CONFIG,
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
 }
 WRITE_BACK_BYTES = 8 * 1024 * 1024
-_WALKED_TYPES = (
-    OCI_MANIFEST,
-    OCI_INDEX,
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
+_WALKED_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 
 
 def _split_digest(digest: str) -> tuple:
@@ -116,6 +122,11 @@ class PartialBlob(FileSink):
         self.file.flush()
         os.fsync(self.file.fileno())
 
+    def close(self) -> None:
+        """Close quietly: a committed blob was synced first, and a failed write already said why (disk_full, say)."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+
 
 class OciStore:
     """An OCI image layout at `root`."""
@@ -173,17 +184,17 @@ class OciStore:
         except FileNotFoundError:
             return None
 
-    def local_manifest(self, digest: str) -> Optional[tuple]:
-        """(bytes, media type) of a manifest or index held as a blob, else None."""
+    def local_manifest(self, digest: str) -> Optional[Manifest]:
+        """A manifest or index held as a blob, else None."""
         body = self.read_blob(digest)
         if body is None:
             return None
         try:
-            data = json.loads(body)
-        except ValueError:
+            data = json_object(body, digest)
+        except DockyardError:
             return None
-        media_type = data.get("mediaType") or (OCI_INDEX if "manifests" in data else OCI_MANIFEST)
-        return body, media_type
+        media_type = data.get("mediaType") if isinstance(data.get("mediaType"), str) else ""
+        return Manifest(body, media_type or (OCI_INDEX if "manifests" in data else OCI_MANIFEST), digest)
 
     def put_blob(self, data: bytes) -> str:
         digest = sha256_digest(data)
@@ -267,7 +278,7 @@ class OciStore:
         except (OSError, ValueError) as exc:
             raise DockyardError("store_corrupt", f"{path} cannot be read: {exc}; restore it or remove the store") from None
         manifests = data.get("manifests") if isinstance(data, dict) else None
-        if not isinstance(manifests, list):
+        if not isinstance(manifests, list) or not all(isinstance(entry, dict) for entry in manifests):
             raise DockyardError("store_corrupt", f"{path} is not an OCI image index")
         return manifests
 
@@ -298,22 +309,31 @@ class OciStore:
     # -- images ----------------------------------------------------------------------------------
 
     def image_for(self, entry: dict) -> ImageRecord:
-        """An ImageRecord from an index.json descriptor, read from the store's own blobs."""
-        annotations = entry.get("annotations") or {}
-        manifest = self._json_blob(entry["digest"])
-        config = manifest.get("config") or {}
-        config_data = self._json_blob(config.get("digest", ""), required=False) or {}
-        ref_name = annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)
-        reference = _full_reference(ref_name)
+        """An ImageRecord from an index.json descriptor, read from the store's own blobs with the one manifest reader."""
+        annotations = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
+        what = f"{self.root}: the image {annotations.get(REF_NAME) or entry.get('digest')!r:.200}"
+        try:
+            descriptor = Descriptor.from_json(entry, what)
+            manifest = self.local_manifest(descriptor.digest)
+            if manifest is None:
+                raise DockyardError("store_corrupt", f"{what}: its manifest {descriptor.digest} is missing; pull the image again")
+            config, layers = image_blobs(manifest, what)
+            config_body = self.read_blob(config.digest)
+            image_config = read_config(config_body, what) if config_body is not None else None
+            platform = platform_of(entry, what) or (image_config.platform if image_config else None)
+        except DockyardError as exc:
+            if exc.reason == "store_corrupt":
+                raise
+            raise DockyardError("store_corrupt", f"{exc.message}; remove the image or pull it again") from None
         return ImageRecord(
-            reference=reference,
-            id=config.get("digest", ""),
-            digest=annotations.get(REGISTRY_DIGEST) or entry["digest"],
-            manifest_digest=annotations.get(REGISTRY_MANIFEST_DIGEST) or entry["digest"],
-            platform=Platform.from_descriptor(entry.get("platform") or config_data),
-            created=config_data.get("created"),
-            layers=[LayerRecord(layer["digest"], int(layer["size"]), layer.get("mediaType", "")) for layer in manifest.get("layers") or []],
-            config_size=int(config.get("size") or 0),
+            reference=_full_reference(annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)),
+            id=config.digest,
+            digest=annotations.get(REGISTRY_DIGEST) or descriptor.digest,
+            manifest_digest=annotations.get(REGISTRY_MANIFEST_DIGEST) or descriptor.digest,
+            platform=platform,
+            created=image_config.created if image_config else None,
+            layers=[LayerRecord(layer.digest, layer.size, layer.media_type) for layer in layers],
+            config_size=config.size,
             ref_name=annotations.get(REF_NAME),
             handle=entry,
         )
@@ -413,11 +433,11 @@ def _full_reference(text: Optional[str]) -> Optional[Reference]:
         return None
 
 
-def oci_manifest(manifest_bytes: bytes, media_type: str) -> bytes:
+def oci_manifest(manifest: Manifest) -> bytes:
     """The OCI form of a registry manifest: the same bytes if it already is OCI, else converted."""
-    if media_type == OCI_MANIFEST:
-        return manifest_bytes
-    data = json.loads(manifest_bytes)
+    if manifest.media_type == OCI_MANIFEST:
+        return manifest.body
+    data = json.loads(manifest.body)
     converted = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": _oci_descriptor(data["config"])}
     converted["layers"] = [_oci_descriptor(layer) for layer in data.get("layers") or []]
     return json.dumps(converted, separators=(",", ":")).encode()

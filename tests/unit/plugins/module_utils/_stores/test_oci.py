@@ -9,6 +9,7 @@ import os
 import pytest
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import Manifest
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import REF_NAME, OciStore, oci_manifest
@@ -87,8 +88,8 @@ def test_docker_manifests_convert_to_oci_with_the_same_blobs():
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": "sha256:" + "c" * 64, "size": 3},
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": "sha256:" + "d" * 64, "size": 4}],
     }
-    converted = json.loads(oci_manifest(json.dumps(docker).encode(), docker["mediaType"]))
+    converted = json.loads(oci_manifest(Manifest(json.dumps(docker).encode(), docker["mediaType"], "sha256:" + "e" * 64)))
     assert converted["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert converted["config"] == dict(docker["config"], mediaType="application/vnd.oci.image.config.v1+json")
     assert converted["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
-    assert oci_manifest(b"{}", "application/vnd.oci.image.manifest.v1+json") == b"{}"
+    assert oci_manifest(Manifest(b"{}", "application/vnd.oci.image.manifest.v1+json", "sha256:" + "f" * 64)) == b"{}"
