@@ -34,6 +34,7 @@ class TokenIssuer:
         chain = [x509.load_pem_x509_certificate(blob.bytes()) for blob in leaf.cert_chain_pems]
         self._x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode() for cert in chain]
         self.requests = []  # (user or None, scopes)
+        self.issued = []  # every token handed out, in order; read it through issued_tokens()
         self._lock = threading.Lock()
         issuer = self
 
@@ -55,6 +56,11 @@ class TokenIssuer:
         self.server.shutdown()
         self.server.server_close()
 
+    def issued_tokens(self) -> list:
+        """A copy of every token issued so far, oldest first (for scans that look for leaked tokens)."""
+        with self._lock:
+            return list(self.issued)
+
     def _answer(self, handler) -> None:
         query = parse_qs(urlsplit(handler.path).query)
         scopes = query.get("scope", [])
@@ -71,6 +77,8 @@ class TokenIssuer:
         now = int(time.time())
         claims = {"iss": ISSUER, "sub": user or "", "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
         token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": self._x5c})
+        with self._lock:
+            self.issued.append(token)
         self._send(handler, 200, {"token": token, "expires_in": 300, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
 
     def _grant(self, user, scope: str):
