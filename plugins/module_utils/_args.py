@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import traceback
-from urllib.parse import urlsplit
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -25,6 +24,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     RegistryOptions,
     parse_endpoint_address,
     redact_userinfo,
+    userinfo_password,
 )
 
 
@@ -149,9 +149,5 @@ def _hide_url_secrets(module) -> None:
     """Keep credentials someone wrote into a mirror URL out of every result and log (they are refused anyway)."""
     for urls in (module.params.get("mirrors") or {}).values():
         for url in [urls] if isinstance(urls, str) else urls if isinstance(urls, list) else ():
-            try:
-                parts = urlsplit(url) if isinstance(url, str) else None
-            except ValueError:
-                continue
-            if parts is not None and (parts.password or parts.username):
-                module.no_log_values.update(value for value in (parts.password, url) if value)
+            if isinstance(url, str) and redact_userinfo(url) != url:
+                module.no_log_values.update(value for value in (url, userinfo_password(url)) if value)

@@ -94,9 +94,14 @@ def _read_config(path: str) -> dict:
             data = json.load(handle)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DockyardError("invalid_argument", f"cannot read docker config {path}: {exc}; fix the file or set docker_config") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    for key in ("auths", "credHelpers"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise DockyardError("invalid_argument", f"docker config {path}: {key} is not a JSON object; fix the file or set docker_config")
+    return data
 
 
 def _from_config(config: dict, host: str) -> Optional[Credential]:
@@ -115,6 +120,8 @@ def _from_config(config: dict, host: str) -> Optional[Credential]:
 
 
 def _decode_auth_entry(entry: dict, host: str) -> Optional[Credential]:
+    if not all(isinstance(entry.get(key) or "", str) for key in ("username", "password", "auth", "identitytoken", "registrytoken")):
+        raise DockyardError("invalid_argument", f"the docker config entry for {host} has fields that are not strings")
     username, password = entry.get("username") or "", entry.get("password") or ""
     if entry.get("auth"):
         try:
@@ -148,8 +155,10 @@ def _run_helper(suffix: str, server: str) -> Optional[Credential]:
         raise DockyardError("unauthorized", f"credential helper {program} failed for {server}")
     try:
         data = json.loads(done.stdout)
-    except ValueError:
-        raise DockyardError("unauthorized", f"credential helper {program} returned something that is not JSON") from None
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(data.get(key) or "", str) for key in ("Username", "Secret")):
+        raise DockyardError("unauthorized", f"credential helper {program} returned something that is not a JSON object of strings")
     if data.get("Username") == "<token>":
         return Credential(identity_token=data.get("Secret") or "")
     return Credential(username=data.get("Username") or "", password=data.get("Secret") or "")

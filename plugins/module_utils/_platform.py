@@ -29,6 +29,8 @@ _ARCH_ALIASES = {
 }
 _IMPLIED_VARIANT = {"armhf": "v7", "armel": "v6"}
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_LEVEL_RE = re.compile(r"v([0-9]+)\Z")
+_MAX_LEVEL = 16  # above any real variant; a typo such as v99999999 must not list a hundred million platforms
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,9 @@ def compatible_platforms(wanted: Platform) -> list[Platform]:
     """Platforms that can run on `wanted`, best first (containerd's `Only` matcher)."""
     p = normalize(wanted)
     ordered = [p]
-    if p.architecture == "arm" and p.variant.startswith("v") and p.variant[1:].isdigit():
-        ordered += [_arm(p.os, f"v{n}") for n in range(int(p.variant[1:]) - 1, 4, -1)]
+    level = _LEVEL_RE.match(p.variant)
+    if p.architecture == "arm" and level:
+        ordered += [_arm(p.os, f"v{n}") for n in range(_capped(level.group(1)) - 1, 4, -1)]
     elif p.architecture == "arm64":
         major, minor = _arm64_version(p.variant)
         if major == 9:
@@ -155,8 +158,8 @@ def compatible_platforms(wanted: Platform) -> list[Platform]:
         ordered += [Platform(p.os, "arm64", _arm64_variant(major, m)) for m in range(minor, -1, -1)]
         ordered += [_arm(p.os, f"v{n}") for n in range(8, 4, -1)]
     elif p.architecture == "amd64":
-        level = int(p.variant[1:]) if p.variant.startswith("v") and p.variant[1:].isdigit() else 1
-        ordered += [Platform(p.os, "amd64", f"v{n}" if n > 1 else "") for n in range(level - 1, 0, -1)]
+        top = _capped(level.group(1)) if level else 1
+        ordered += [Platform(p.os, "amd64", f"v{n}" if n > 1 else "") for n in range(top - 1, 0, -1)]
         ordered.append(Platform(p.os, "386"))
     seen, unique = set(), []
     for candidate in ordered:
@@ -183,10 +186,16 @@ def _arm64_variant(major: int, minor: int) -> str:
 
 
 def _arm64_version(variant: str) -> tuple[int, int]:
-    match = re.match(r"v(\d+)(?:\.(\d+))?\Z", variant or "v8")
+    match = re.match(r"v([0-9]+)(?:\.([0-9]+))?\Z", variant or "v8")
     if not match:
         return 8, 0
-    return int(match.group(1)), int(match.group(2) or 0)
+    return _capped(match.group(1)), _capped(match.group(2) or "0")
+
+
+def _capped(digits: str) -> int:
+    """A variant's version number from its digits, at most _MAX_LEVEL (int() refuses more than 4300 digits)."""
+    digits = digits.lstrip("0") or "0"
+    return min(int(digits), _MAX_LEVEL) if len(digits) <= 3 else _MAX_LEVEL
 
 
 def is_attestation(descriptor: dict) -> bool:

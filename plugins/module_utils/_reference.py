@@ -103,7 +103,8 @@ def is_registry_host(text) -> bool:
     if not isinstance(text, str) or not _DOMAIN_RE.match(text):
         return False
     port = text.rpartition(":")[2] if not text.endswith("]") and ":" in text else ""
-    return not port or 1 <= int(port) <= 65535
+    digits = port.lstrip("0") or "0"  # int() refuses more than 4300 digits: a longer port is out of range without it
+    return not port or (len(digits) <= 5 and 1 <= int(digits) <= 65535)
 
 
 def _invalid(text: str, why: str) -> DockyardError:

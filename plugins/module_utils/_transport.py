@@ -126,18 +126,30 @@ class Origin(NamedTuple):
 
     @classmethod
     def of(cls, url: str) -> Origin:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
+        """The origin `url` leads to, as the connection will be made; NOWHERE when that is not certain.
+
+        Python's and urllib3's URL parsers must agree on it: a URL they read differently
+        (`https://evil\\@registry/`) leads nowhere credentials may go.
+        """
         try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError:
-            port = -1  # an impossible port: an origin that matches nothing
-        return cls(scheme, (parts.hostname or "").lower(), port)
+            parts, parsed = urlsplit(url), urllib3.util.parse_url(url)
+            port = parts.port
+        except (ValueError, urllib3.exceptions.LocationParseError):
+            return NOWHERE
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        if not host or (parsed.scheme or "").lower() != scheme or (parsed.host or "").lower().strip("[]") != host or parsed.port != port:
+            return NOWHERE
+        if port is None:
+            port = 443 if scheme == "https" else 80
+        return cls(scheme, host, port)
 
     @property
     def netloc(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+NOWHERE = Origin("", "", -1)  # what an unusable URL leads to: no credentials ever belong there
 
 
 def is_loopback(netloc: str) -> bool:
@@ -164,10 +176,8 @@ def may_carry_credentials(url: str, owner: Optional[Origin], insecure_registries
 
     Only when it leads to that very origin, and over TLS unless plain HTTP is allowed there.
     """
-    if owner is None:
-        return False
     target = Origin.of(url)
-    if target != owner:
+    if owner is None or target == NOWHERE or target != owner:
         return False
     return target.scheme == "https" or (target.scheme == "http" and plain_http_allowed(urlsplit(url).netloc, insecure_registries))
 
@@ -187,6 +197,8 @@ def check_realm(realm: str, registry: Origin, insecure_registries: tuple) -> Ori
     if not valid:
         raise DockyardError("unauthorized", f"the registry named an invalid token realm {realm!r:.200}")
     origin = Origin.of(realm)
+    if origin == NOWHERE:
+        raise DockyardError("unauthorized", f"the registry named a token realm whose host is ambiguous: {realm!r:.200}")
     if origin == registry:
         return origin
     if parts.scheme == "http" and not plain_http_allowed(parts.netloc, insecure_registries):
@@ -842,15 +854,28 @@ def parse_endpoint_address(text, what: str) -> EndpointAddress:
     return EndpointAddress(parts.netloc.lower(), parts.scheme if explicit else None)
 
 
+def _split_userinfo(text: str) -> Optional[tuple]:
+    """(what precedes it, the `user:password` of a URL or `host[:port]`, what follows the last `@`), or None without `@`.
+
+    An endpoint never has an `@` of its own, so everything before the last one is taken for credentials.
+    """
+    at, scheme_end = text.rfind("@"), text.find("://")
+    if at < 0:
+        return None
+    prefix = text[: scheme_end + 3] if 0 <= scheme_end < at else ""
+    return prefix, text[len(prefix) : at], text[at + 1 :]
+
+
 def redact_userinfo(text: str) -> str:
-    """`text` with any `user:password@` of a URL replaced, so that messages never repeat a secret."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    authority, slash, tail = rest.partition("/")
-    if "@" not in authority:
-        return text
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{tail}"
+    """`text` with the `user:password@` of a URL or `host[:port]` replaced, so that messages never repeat a secret."""
+    found = _split_userinfo(text)
+    return text if found is None else f"{found[0]}***@{found[2]}"
+
+
+def userinfo_password(text: str) -> Optional[str]:
+    """The password someone wrote into a URL or `host[:port]` (`user:password@`), or None."""
+    found = _split_userinfo(text)
+    return found[1].partition(":")[2] or None if found else None
 
 
 def endpoint_at(transport: Transport, address: EndpointAddress, credentials: Optional[CredentialStore]) -> Endpoint:
