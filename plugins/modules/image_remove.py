@@ -10,7 +10,7 @@ module: image_remove
 short_description: Remove images safely, counting only the bytes really freed
 version_added: 0.1.0
 description:
-  - Removes images from the host's store by reference or id, or every image not listed in O(keep).
+  - Removes images from the host's store by reference or id, or every image not named in O(keep).
   - As with C(docker rmi), removing a tag that other tags share only untags; removing the last tag deletes the image;
     layers other images still use stay, and are reported in RV(kept_layers). RV(bytes_freed) counts only what is
     really deleted, never a shared layer.
@@ -38,15 +38,34 @@ attributes:
 options:
   name:
     description:
-      - References (every platform of a tag) or image ids (or a prefix of at least 12 hex digits) to remove.
+      - References (every platform of a tag; V(repository@sha256:...) for the images with that registry or manifest
+        digest) or image ids (or a prefix of at least 12 hex digits) to remove, in the forms O(keep) describes.
       - Names the store does not hold are listed in RV(missing); removing them changes nothing.
     type: list
     elements: str
   keep:
     description:
-      - Remove every image except these references or ids, and except images containers use.
+      - Remove every image except those these entries name, and except images containers use.
+      - An entry keeps every image it names, in any form that O(name) and M(dockyard.images.image_facts) accept, after
+        normalisation (V(redis:7) is V(docker.io/library/redis:7)). A tag names every platform held under it;
+        V(repository@sha256:...) the images of that repository whose registry digest (the index digest of a
+        multi-platform image) or platform manifest digest it is; V(repository:tag@sha256:...) the image held under that
+        tag with that digest; V(sha256:...) an image id; 12 or more hex digits (with or without V(sha256:)) an id prefix.
+      - An entry that names no image in the store fails the task with reason V(invalid_argument) before anything is
+        removed, in check mode too, so that a typo never removes the image it meant to keep. So does an empty list,
+        which would remove every image that no container uses. O(keep_missing=ignore) allows both.
     type: list
     elements: str
+  keep_missing:
+    description:
+      - What to do, with O(keep), when an entry names no image in the store, or when O(keep) is empty.
+      - V(fail) fails the task with reason V(invalid_argument), naming those entries, before anything is removed.
+      - V(ignore) removes every image the other entries do not name (every image not in use, if O(keep) is empty), and lists
+        the entries in RV(missing).
+      - Ignored with O(name).
+    type: str
+    choices: [fail, ignore]
+    default: fail
   force:
     description:
       - Remove images even when containers use them (engines only; the containers keep running on the image they have).
@@ -62,7 +81,8 @@ seealso:
   - module: dockyard.images.image_facts
   - module: dockyard.images.image_pull
 notes:
-  - Failures carry RV(reason), such as V(in_use), V(invalid_reference), V(store_locked) or V(engine_error).
+  - Failures carry RV(reason), such as V(in_use), V(invalid_argument) (a O(keep) entry that names no image, or an empty
+    O(keep)), V(invalid_reference), V(store_locked) or V(engine_error).
   - The registry options are accepted so that one C(module_defaults) group serves every module; removal asks no registry,
     and O(timeout) is how long to wait for the store's lock.
 """
@@ -84,6 +104,17 @@ EXAMPLES = r"""
 - name: Say what that freed
   ansible.builtin.debug:
     msg: "{{ cleanup.bytes_freed }} bytes freed; kept in use: {{ cleanup.kept_in_use | map(attribute='image') }}"
+
+- name: Keep an image pinned by digest, as it was pulled, and the image whose id starts so
+  dockyard.images.image_remove:
+    keep:
+      - registry.example.com/team/api@sha256:0d17b565c37bcbd895e9d92315a05c1c3c9a29f762b011a10c54a66cd53c9b31
+      - sha256:5f0f0f2a9c6b
+
+- name: Remove every image no container uses, on purpose
+  dockyard.images.image_remove:
+    keep: []
+    keep_missing: ignore
 """
 
 RETURN = r"""
@@ -118,7 +149,9 @@ bytes_freed:
   returned: always
   type: int
 missing:
-  description: Names the store does not hold.
+  description:
+    - Names the store does not hold. With O(keep), the entries that named no image; when that fails the task, the
+      failure lists them too.
   returned: always
   type: list
   elements: str
@@ -156,7 +189,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import lab
 def run(module: AnsibleModule) -> dict:
     params = module.params
     store = store_from_params(params)
-    plan = store.remove(params["name"], params["keep"], params["prune"], params["force"], module.check_mode)
+    plan = store.remove(params["name"], params["keep"], params["prune"], params["force"], module.check_mode, params["keep_missing"])
     result = plan.to_dict()
     result["store"] = store.describe()
     result["diff"] = {
@@ -172,6 +205,7 @@ def main() -> None:
             {
                 "name": {"type": "list", "elements": "str"},
                 "keep": {"type": "list", "elements": "str"},
+                "keep_missing": {"type": "str", "choices": ["fail", "ignore"], "default": "fail"},
                 "force": {"type": "bool", "default": False},
                 "prune": {"type": "bool", "default": True},
             },

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
 
@@ -78,10 +79,14 @@ def _layer_dict(layer: LayerRecord) -> dict:
 
 
 def select_images(records: list, text: str) -> list:
-    """The records a name means: a reference (every platform of it), or an image id or its prefix.
+    """The records a name means, in every form image_facts and image_remove (name and keep) accept.
 
-    A tag pinned to a digest (`app:1@sha256:…`) means the image held under that tag with that digest,
-    as a pull of it stores it.
+    - an image id (`sha256:` and 64 hex digits) or a prefix of at least 12 hex digits: every tag of that image;
+    - a tag (`redis:7` is `docker.io/library/redis:7`): every platform held under it;
+    - `repo@digest`: the images of that repository whose registry digest (the index digest of a
+      multi-platform image) or platform manifest digest it is; an image held under no tag at all, as an
+      engine keeps a pull by digest, is matched by the digest alone;
+    - `repo:tag@digest`: the image held under that tag with that digest, as a pull of it stores it.
     """
     bare = text[len("sha256:") :] if text.startswith("sha256:") else text
     if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
@@ -90,12 +95,14 @@ def select_images(records: list, text: str) -> list:
 
     def means(record: ImageRecord) -> bool:
         held = record.reference
-        if held is None:
+        if wanted.digest is None:
+            return held is not None and (held.name, held.tag) == (wanted.name, wanted.tag)
+        digests = (record.digest, record.manifest_digest, held.digest if held else None)
+        if wanted.digest not in digests:
             return False
-        if held.canonical == wanted.canonical:
-            return True
-        pinned_tag = wanted.tag is not None and wanted.digest is not None
-        return pinned_tag and (held.name, held.tag) == (wanted.name, wanted.tag) and wanted.digest in (record.digest, record.manifest_digest)
+        if held is None:
+            return wanted.tag is None
+        return held.name == wanted.name and (wanted.tag is None or held.tag == wanted.tag)
 
     return [r for r in records if means(r)]
 
@@ -157,10 +164,18 @@ def label(record: ImageRecord) -> str:
     return record.reference.familiar if record.reference else (record.ref_name or record.id)
 
 
-def plan_targets(records: list, names: Optional[list], keep: Optional[list]) -> tuple:
-    """(targets, remaining, missing, kept in use) for `name` or for `keep` (everything else, unless in use)."""
+KEEP_MISSING = ("fail", "ignore")
+
+
+def plan_targets(records: list, names: Optional[list], keep: Optional[list], keep_missing: str = "fail", where: str = "the store") -> tuple:
+    """(targets, remaining, missing, kept in use) for `name` or for `keep` (everything else, unless in use).
+
+    A keep entry that names no image, or an empty keep, fails before any target is chosen unless
+    keep_missing is "ignore": a typo must never remove the image it meant. `where` names the store.
+    """
     if keep is not None:
         kept, missing = select_all(records, keep)
+        refuse_unsafe_keep(keep, missing, keep_missing, where)
         candidates = [r for r in records if not any(r is k for k in kept)]
         in_use = [r for r in candidates if r.containers]
         targets = [r for r in candidates if not r.containers]
@@ -169,6 +184,29 @@ def plan_targets(records: list, names: Optional[list], keep: Optional[list]) -> 
         in_use = []
     remaining = [r for r in records if not any(r is t for t in targets)]
     return targets, remaining, missing, in_use
+
+
+def refuse_unsafe_keep(keep: list, missing: list, keep_missing: str, where: str) -> None:
+    """Fail when `keep` would remove images its author meant to keep, unless told to ignore that."""
+    if keep_missing not in KEEP_MISSING:
+        raise DockyardError("invalid_argument", f"keep_missing must be one of {', '.join(KEEP_MISSING)}, not {keep_missing!r}")
+    if keep_missing == "ignore":
+        return
+    if not keep:
+        raise DockyardError(
+            "invalid_argument",
+            f"keep is empty, which would remove every image in {where} that no container uses; nothing was removed. "
+            "List the images to keep, or set keep_missing: ignore to remove them all",
+        )
+    if missing:
+        entries = f"keep entry {missing[0]} names" if len(missing) == 1 else f"keep entries {', '.join(missing)} name"
+        raise DockyardError(
+            "invalid_argument",
+            f"{entries} no image in {where}; nothing was removed. Fix each entry "
+            "(a tag, repository@digest, tag@digest, image id or id prefix, as image_facts lists them), "
+            "or set keep_missing: ignore to remove every image the other entries do not name",
+            missing=list(missing),
+        )
 
 
 def layer_fate(targets: list, remaining: list, deleted_keys: set) -> tuple:

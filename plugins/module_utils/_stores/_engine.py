@@ -289,10 +289,10 @@ class EngineStore:
             records.extend(self.record_for(inspect, tag, containers, layers) for tag in tags)
         return records
 
-    def plan_removal(self, names: Optional[list], keep: Optional[list], force: bool) -> RemovalPlan:
+    def plan_removal(self, names: Optional[list], keep: Optional[list], force: bool, keep_missing: str = "fail") -> RemovalPlan:
         """Which tags go, which images and layers the engine then deletes; refuses images in use."""
         records = self.images()
-        targets, remaining, missing, in_use = plan_targets(records, names, keep)
+        targets, remaining, missing, in_use = plan_targets(records, names, keep, keep_missing, f"the {self.kind} engine at {self.root}")
         left = {record.id for record in remaining}
         busy = [record for record in targets if record.containers and record.id not in left]
         if busy and not force:
@@ -310,8 +310,8 @@ class EngineStore:
         deleted_layers, kept_layers = layer_fate(targets, remaining, set(deleted))
         return RemovalPlan(targets, remaining, missing, in_use, deleted_layers, kept_layers, deleted)
 
-    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool) -> RemovalPlan:
-        plan = self.plan_removal(names, keep, force)
+    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool, keep_missing: str = "fail") -> RemovalPlan:
+        plan = self.plan_removal(names, keep, force, keep_missing)
         if check_mode:
             return plan
         for record in plan.targets:

@@ -382,22 +382,22 @@ class OciStore:
                     found[f"{algorithm}:{name}"] = os.path.getsize(os.path.join(folder, name))
         return found
 
-    def plan_removal(self, names: Optional[list], keep: Optional[list], prune: bool) -> RemovalPlan:
+    def plan_removal(self, names: Optional[list], keep: Optional[list], prune: bool, keep_missing: str = "fail") -> RemovalPlan:
         records = self.images()
-        targets, remaining, missing, in_use = plan_targets(records, names, keep)
+        targets, remaining, missing, in_use = plan_targets(records, names, keep, keep_missing, f"the oci store at {self.root}")
         gone = [record.handle for record in targets]
         needed = self.reachable([entry for entry in self.entries() if entry not in gone])
         deleted = {digest: size for digest, size in self.blobs_on_disk().items() if digest not in needed} if prune else {}
         deleted_layers, kept_layers = layer_fate(targets, remaining, set(deleted))
         return RemovalPlan(targets, remaining, missing, in_use, deleted_layers, kept_layers, deleted)
 
-    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool) -> RemovalPlan:
+    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool, keep_missing: str = "fail") -> RemovalPlan:
         """Untag, then delete the blobs nothing needs any more, holding the store's exclusive lock.
         `force` changes nothing here: no container runs from this store."""
         if check_mode or not self.exists():
-            return self.plan_removal(names, keep, prune)
+            return self.plan_removal(names, keep, prune, keep_missing)
         with self.gc_lock():
-            plan = self.plan_removal(names, keep, prune)
+            plan = self.plan_removal(names, keep, prune, keep_missing)
             if plan.targets:
                 gone = [record.handle for record in plan.targets]
                 with self._lock("index.lock", fcntl.LOCK_EX):
