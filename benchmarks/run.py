@@ -1,6 +1,6 @@
 """Side-by-side timings against peers measured in the same run, on the same local registry and images.
 
-    make bench                     # or: python3 benchmarks/run.py [--runs N] [--only NAME ...]
+    hack/bench.sh [--runs N] [--only NAME ...]   # sets up, then runs this file with .venv/bin/python
 
 Starts its own registry (and a Docker Engine), builds a corpus of images that share base layers,
 runs each comparison several times alternating the sides, and prints medians (with the fastest and

@@ -5,7 +5,9 @@ runs `molecule test`. The containers use the host's network, so they reach that 
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,28 @@ IMAGES = {
     "dockyard-test-debian-systemd:bookworm": "python3,python3-requests,systemd,systemd-sysv,docker-registry",
 }
 SCENARIO_IMAGES = {"default": ["dockyard-test-debian:bookworm"], "mirror": ["dockyard-test-debian-systemd:bookworm"], "engine": []}
-MIRROR = "http://deb.debian.org/debian"
+
+
+def apt_mirror(suite: str = "bookworm") -> str:
+    """The Debian archive this machine's own apt sources name for `suite` (deb822 or one-line form),
+    so that debootstrap goes where apt goes: a user's own mirror, or a local one offline."""
+    found = []
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        with open(path, encoding="utf-8") as handle:
+            for stanza in handle.read().split("\n\n"):
+                fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith(("#", " ")))
+                fields = {key.strip().lower(): value.split() for key, value in fields.items()}
+                if "deb" in fields.get("types", []) and suite in fields.get("suites", []):
+                    found += fields.get("uris", [])
+    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                for words in (re.sub(r"\[[^\]]*\]", " ", line).split() for line in handle):  # options such as [arch=amd64]
+                    if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
+                        found.append(words[1])
+    if not found:
+        raise SystemExit(f"no apt source for Debian {suite} in /etc/apt: debootstrap needs the archive apt uses")
+    return found[0]
 
 
 def build_platform_image(engine: DockerEngine, work: str, image: str) -> None:
@@ -34,7 +57,7 @@ def build_platform_image(engine: DockerEngine, work: str, image: str) -> None:
     if subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True, check=False).returncode == 0:
         return
     rootfs = os.path.join(work, "rootfs")
-    subprocess.run(["debootstrap", "--variant=minbase", f"--include={IMAGES[image]}", "bookworm", rootfs, MIRROR], check=True, capture_output=True)
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={IMAGES[image]}", "bookworm", rootfs, apt_mirror()], check=True, capture_output=True)
     tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
     subprocess.run(["docker", "import", "-", image], stdin=tar.stdout, env=env, check=True, capture_output=True)
     tar.wait()

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# Install what the demo and the tests need on a clean Debian 12 machine (run as root).
+# Install what the demo and the tests need on a clean Debian 12 machine (run as root): Debian's
+# packages with apt-get, and the Python packages into .venv/ in this checkout with Debian's own
+# python3, never into Debian's Python. The demo and test scripts call this first; it is quick when
+# everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo shellcheck docker.io podman chromium debootstrap)
+packages=(python3 python3-venv git docker-registry skopeo shellcheck docker.io podman chromium debootstrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]})); then
+  echo "Installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-dev.txt
+# Debian's python3, by its path: another python3 earlier on PATH is not what users have.
+if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  rm -rf .venv
+  /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
 # ansible-test bootstraps pip from this file instead of downloading it.
 mkdir -p ~/.ansible/test/cache
