@@ -120,14 +120,14 @@ def almost(draw, document):
     result = copy.deepcopy(document)
     for path in draw(st.lists(st.sampled_from([*_paths(document), ()]), max_size=3)):
         if not path:
-            result = draw(ODD_VALUES)
+            result = copy.deepcopy(draw(ODD_VALUES))  # a value drawn again may be the same object: never nest it in itself
             continue
         parent = result
         try:
             for step in path[:-1]:
                 parent = parent[step]
             if draw(st.booleans()):
-                parent[path[-1]] = draw(ODD_VALUES)
+                parent[path[-1]] = copy.deepcopy(draw(ODD_VALUES))
             else:
                 del parent[path[-1]]
         except (KeyError, IndexError, TypeError):
