@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import http.client
 import ipaddress
 import json
 import random
@@ -369,7 +370,9 @@ class _HeaderDeadline:
             except OSError:
                 pass
 
-        limit = self.timeout if isinstance(self.timeout, (int, float)) and self.timeout > 0 else 60.0
+        # the read timeout: urllib3 2 keeps it in self.timeout, urllib3 1.26 (Debian's) on the socket
+        limits = [value for value in (self.timeout, sock.gettimeout() if sock else None) if isinstance(value, (int, float)) and value > 0]
+        limit = max(limits) if limits else 60.0
         watchdog = threading.Timer(limit, expire)
         watchdog.daemon = True
         watchdog.start()
@@ -436,6 +439,20 @@ class BodyBroken(Exception):
     """A body broke off: the connection was reset or closed before its end."""
 
 
+def _read_available(raw) -> bytes:
+    """What has arrived of the body, up to CHUNK bytes, without waiting for more: one read on the socket.
+
+    urllib3 2 has read1; urllib3 1.26 (what Debian 11 and 12 ship with python3-requests) has not, so
+    its http.client response is read directly, and the connection goes back to the pool at the end.
+    """
+    if hasattr(raw, "read1"):
+        return raw.read1(CHUNK, decode_content=False)
+    chunk = raw._fp.read1(CHUNK)
+    if not chunk and raw._fp.isclosed():
+        raw.release_conn()
+    return chunk
+
+
 def raw_chunks(response, window: float, what: str):
     """The body's bytes as they arrive (not decoded), failing when it comes slower than the Pace allows.
 
@@ -444,8 +461,8 @@ def raw_chunks(response, window: float, what: str):
     pace = Pace(window, what)
     while True:
         try:
-            chunk = response.raw.read1(CHUNK, decode_content=False)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            chunk = _read_available(response.raw)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise BodyBroken(short(exc)) from None
         pace.advance(len(chunk))
         if not chunk:
