@@ -12,6 +12,9 @@ ruff format --check .
 echo "== pytest (unit and integration)"
 python3 -m pytest -q
 
+echo "== module_utils with Debian's own python3-requests, as managed hosts have it"
+.venv-hosts/bin/python -m pytest -q -p no:cacheprovider tests/unit/plugins/module_utils
+
 echo "== molecule (a fleet of containers, the Docker Engine, a registry mirror under systemd)"
 python3 hack/molecule.py default engine mirror
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3 python3-venv git docker-registry skopeo shellcheck docker.io podman chromium debootstrap)
+packages=(python3 python3-venv python3-requests git docker-registry skopeo shellcheck docker.io podman chromium debootstrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -23,6 +23,14 @@ if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/d
   /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+
+# What managed hosts run the modules with: Debian's python3 and python3-requests (urllib3 1.26),
+# plus only the test runner, for the module_utils tests.
+if ! .venv-hosts/bin/python -c 'import requests' 2>/dev/null; then
+  rm -rf .venv-hosts
+  /usr/bin/python3 -m venv --system-site-packages .venv-hosts
+fi
+grep -E '^(pytest|hypothesis|trustme)==' requirements-dev.txt | xargs .venv-hosts/bin/python -m pip install --quiet --disable-pip-version-check
 
 # ansible-test bootstraps pip from this file instead of downloading it.
 mkdir -p ~/.ansible/test/cache
