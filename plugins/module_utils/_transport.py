@@ -650,12 +650,13 @@ class Endpoint:
         attempt = 0
         authorized_retry = False
         while True:
+            authorization = self._authorization(scope, what)
             try:
                 response = self.transport.send(
                     method,
                     url,
                     what=what,
-                    authorization=self._authorization(scope, what),
+                    authorization=authorization,
                     owner=self.origin,
                     headers=headers,
                     params=params,
@@ -676,7 +677,7 @@ class Endpoint:
             # only this endpoint's own origin may ask for its credentials
             if response.status_code == 401 and not authorized_retry and Origin.of(response.url) == self.origin:
                 authorized_retry = True
-                if self._authenticate(response, scope, what):
+                if self._authenticate(response, scope, what, authorization):
                     response.close()
                     continue
             if response.status_code == 429 or response.status_code in RETRYABLE_STATUS:
@@ -736,8 +737,12 @@ class Endpoint:
     def _token_key(self, scope: str):
         return (self._challenge.realm, self._challenge.params.get("service", ""), scope, self.credential.identity)
 
-    def _authenticate(self, response, scope: str, what: str) -> bool:
-        """Answer a 401 challenge of this endpoint's own origin; True when a retry with new credentials makes sense."""
+    def _authenticate(self, response, scope: str, what: str, sent: Optional[str]) -> bool:
+        """Answer a 401 challenge of this endpoint's own origin; True when a retry with new credentials makes sense.
+
+        `sent` is the Authorization the request carried: requests sent at once all meet the challenge,
+        and each retries once with what the first one set up.
+        """
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         if bearer is not None:
@@ -747,9 +752,9 @@ class Endpoint:
                 self._challenge, self._realm = bearer, realm
                 self._fetch_token(wanted, scope, what)
             return True
-        if any(c.scheme == "basic" for c in challenges) and self.credential.basic and not self._basic:
+        if any(c.scheme == "basic" for c in challenges) and self.credential.basic:
             self._basic = True
-            return True
+            return not (sent or "").startswith("Basic ")
         return False
 
     def _fetch_token(self, scopes: list, cache_scope: str, what: str) -> None:
@@ -832,7 +837,9 @@ def _json_or_none(body: bytes):
 
 
 def short(exc: Exception) -> str:
-    text = str(exc)
+    """What went wrong, in words: the cause a wrapped connection error carries, not the pool that reported it."""
+    cause = exc.args[0] if exc.args else None
+    text = str(getattr(cause, "reason", None) or exc)
     return text if len(text) < 300 else text[:300] + "…"
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,8 +57,50 @@ def read_results(path: str) -> list:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def run_module(module: str, args: dict, check: bool = False, diff: bool = False, env: Optional[dict] = None) -> dict:
-    """Run dockyard.images.<module> once on localhost; return its result dict."""
+def hosts_file(hosts: dict, directory: str) -> str:
+    """A copy of /etc/hosts in `directory` where each name of `hosts` resolves to the address given, and only there."""
+    names = set(hosts)
+    with open("/etc/hosts", encoding="utf-8") as handle:
+        kept = [line for line in handle if not names & set(line.split("#", 1)[0].split()[1:])]
+    path = os.path.join(directory, "hosts")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+        handle.writelines(f"{address} {name}\n" for name, address in hosts.items())
+    return path
+
+
+def with_hosts(command: list, hosts_path: str) -> list:
+    """`command` in a private mount namespace whose /etc/hosts is `hosts_path` (needs root)."""
+    return ["unshare", "--mount", "sh", "-c", 'mount --bind "$1" /etc/hosts && shift && exec "$@"', "sh", hosts_path, *command]
+
+
+def _run_limited(command: list, env: dict, kill_after: float):
+    """subprocess.run in its own process group, killed whole (module processes too) after `kill_after` seconds."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"ansible was still running after {kill_after} s and was killed:\n{stdout[-2000:]}\n{stderr[-2000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def run_module(
+    module: str,
+    args: dict,
+    check: bool = False,
+    diff: bool = False,
+    env: Optional[dict] = None,
+    hosts: Optional[dict] = None,
+    kill_after: Optional[float] = None,
+) -> dict:
+    """Run dockyard.images.<module> once on localhost; return its result dict.
+
+    `hosts` ({"vm": "127.0.0.2"}) makes those names resolve, for the ansible process and the module only.
+    `kill_after` kills the whole process group after that many seconds and fails the test.
+    The result also carries `_stdout`, `_stderr` and `_elapsed` (wall-clock seconds of the ansible process).
+    """
     command = [
         os.path.join(os.path.dirname(sys.executable), "ansible"),
         "localhost",
@@ -73,14 +117,23 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
         command.append("--check")
     if diff:
         command.append("--diff")
-    with tempfile.NamedTemporaryFile(suffix=".jsonl") as results:
-        done = subprocess.run(command, capture_output=True, text=True, env=recording_env(results.name, env), timeout=900, check=False)
+    with tempfile.TemporaryDirectory() as work, tempfile.NamedTemporaryFile(suffix=".jsonl") as results:
+        if hosts:
+            command = with_hosts(command, hosts_file(hosts, work))
+        started = time.monotonic()
+        if kill_after is None:
+            done = subprocess.run(command, capture_output=True, text=True, env=recording_env(results.name, env), timeout=900, check=False)
+        else:
+            done = _run_limited(command, recording_env(results.name, env), kill_after)
+        elapsed = time.monotonic() - started
         recorded = read_results(results.name)
     if not recorded:
         raise AssertionError(f"ansible recorded no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     result = recorded[0]["result"]
     result["failed"] = recorded[0]["status"] == "failed"
     result["_stdout"] = done.stdout
+    result["_stderr"] = done.stderr
+    result["_elapsed"] = elapsed
     return result
 
 
