@@ -168,3 +168,27 @@ def test_a_store_locked_by_another_task_fails_as_store_locked(registry, corpus, 
         result = pull(store, f"{registry.host}/team/app:1", timeout=1)
     assert result["failed"] and result["reason"] == "store_locked", result
     assert stored_blobs(store) == set()
+
+
+def fill(folder: str) -> None:
+    """Write a file into `folder` until its disk has no byte left."""
+    with open(os.path.join(folder, "filler"), "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+def test_a_full_disk_while_the_config_arrives_fails_disk_full_and_leaves_nothing_half_written(registry, corpus, small_disk):
+    """A single-manifest image names its platform only in its config, which is fetched before room is counted;
+    a small config waits in a buffer, so the disk's refusal comes when it is flushed."""
+    store = os.path.join(small_disk, "store")
+    assert not pull(store, f"{registry.host}/team/oci:1")["failed"]  # the layout exists; then the disk fills up
+    fill(small_disk)
+    result = pull(store, f"{registry.host}/team/app:1")
+    assert result["failed"] and result["reason"] == "disk_full", result
+    assert "team/app" in result["msg"] and "Traceback" not in result["_stdout"]
+    with open(os.path.join(store, "index.json"), encoding="utf-8") as handle:
+        held = json.load(handle)["manifests"]
+    assert [entry["annotations"]["org.opencontainers.image.ref.name"] for entry in held] == [f"{registry.host}/team/oci:1"]
