@@ -537,8 +537,8 @@ class Transport:
         """
         timeout = self.options.timeout
         for _hop in range(MAX_REDIRECTS + 1):
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise DockyardError("unreachable", f"{what}: the registry sent us to {url!r:.200}, which is not an http(s) URL")
+            if Origin.of(url).scheme not in ("http", "https"):
+                raise DockyardError("unreachable", f"{what}: the registry sent us to {redact_userinfo(url)!r:.200}, which is not a usable http(s) URL")
             hop_headers = dict(headers or {})
             if authorization and may_carry_credentials(url, owner, self.options.insecure_registries):
                 hop_headers["Authorization"] = authorization
