@@ -66,17 +66,18 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for a registry to answer, and for the store's lock.
+      - Seconds (1 to 86400) to wait for a registry to answer, and for the store's lock.
       - Every request has a deadline. A connection must open within 10 seconds (or O(timeout) if smaller), the
-        headers of an answer must arrive within O(timeout) seconds, and a body must arrive at 1 KiB a second or
-        faster, measured over every window of O(timeout) seconds. A transfer slower than that fails with reason
+        headers of an answer must arrive within O(timeout) seconds, an answer other than a blob (a manifest, a
+        token, a page of tags) within O(timeout) seconds more, and a blob at 1 KiB a second or faster, measured
+        over every window of O(timeout) seconds. A transfer slower than that fails with reason
         V(unreachable) at once, without retries; an interrupted blob download keeps what arrived and resumes
         from there in a later run.
     type: int
     default: 60
   retries:
     description:
-      - How many times to retry a request after a network error, an HTTP 5xx, or an HTTP 429 whose
+      - How many times (0 to 100) to retry a request after a network error, an HTTP 5xx, or an HTTP 429 whose
         C(Retry-After) is at most 60 seconds. Backoff is exponential with jitter.
       - An interrupted blob download resumes where it stopped.
     type: int

@@ -10,6 +10,7 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import gc
+import os
 import traceback
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, registry_host
@@ -26,6 +27,10 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     redact_userinfo,
     userinfo_password,
 )
+
+MAX_TIMEOUT = 86400  # a day: beyond it, no deadline means anything (and the system's timers overflow)
+MAX_RETRIES = 100
+MAX_CONCURRENCY = 64
 
 
 def store_argument_spec() -> dict:
@@ -67,8 +72,11 @@ def merged_spec(own: dict, *groups) -> dict:
 
 def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     """A registry client configured from a module's registry options."""
-    if params["timeout"] <= 0 or params["retries"] < 0:
-        raise DockyardError("invalid_argument", "timeout must be positive and retries zero or more")
+    check_timeout(params)
+    if not 0 <= params["retries"] <= MAX_RETRIES:
+        raise DockyardError("invalid_argument", f"retries must be from 0 to {MAX_RETRIES}, not {params['retries']}")
+    if params.get("ca_path") and not os.path.isfile(params["ca_path"]):
+        raise DockyardError("invalid_argument", f"ca_path {params['ca_path']} is not a file; give a CA bundle in PEM form")
     mirrors = {}
     for registry, urls in (params.get("mirrors") or {}).items():
         if isinstance(urls, str):
@@ -92,10 +100,15 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     return RegistryClient(credentials, options, pool_size=pool_size)
 
 
+def check_timeout(params: dict) -> None:
+    if not 0 < params["timeout"] <= MAX_TIMEOUT:
+        raise DockyardError("invalid_argument", f"timeout must be from 1 to {MAX_TIMEOUT} seconds, not {params['timeout']}")
+
+
 def transfer_settings(params: dict) -> tuple:
     """(concurrency, platform) of a task that moves blobs: its concurrency checked, its platform or the host's."""
-    if params["concurrency"] < 1:
-        raise DockyardError("invalid_argument", "concurrency must be 1 or more")
+    if not 1 <= params["concurrency"] <= MAX_CONCURRENCY:
+        raise DockyardError("invalid_argument", f"concurrency must be from 1 to {MAX_CONCURRENCY}, not {params['concurrency']}")
     return params["concurrency"], parse_platform(params["platform"]) if params["platform"] else host_platform()
 
 
@@ -105,6 +118,7 @@ def transfer_client(params: dict, images: int) -> RegistryClient:
 
 
 def store_from_params(params: dict, pool_size: int = 10):
+    check_timeout(params)
     return open_store(params["store"], params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)
 
 
@@ -146,8 +160,14 @@ def run_and_exit(module, work) -> None:
 
 
 def _hide_url_secrets(module) -> None:
-    """Keep credentials someone wrote into a mirror URL out of every result and log (they are refused anyway)."""
-    for urls in (module.params.get("mirrors") or {}).values():
-        for url in [urls] if isinstance(urls, str) else urls if isinstance(urls, list) else ():
-            if isinstance(url, str) and redact_userinfo(url) != url:
-                module.no_log_values.update(value for value in (url, userinfo_password(url)) if value)
+    """Keep credentials someone wrote into an endpoint URL (a mirror, a destination, a registry) out of every
+    result and log; such endpoints are refused anyway, since credentials belong in registry_auth."""
+    params = module.params
+    mirrors = params.get("mirrors") if isinstance(params.get("mirrors"), dict) else {}
+    endpoints = [params.get(key) for key in ("destination", "registry", "docker_host")]
+    endpoints += [entry.get("registry") for entry in params.get("registry_auth") or () if isinstance(entry, dict)]
+    for urls in mirrors.values():
+        endpoints += [urls] if isinstance(urls, str) else urls if isinstance(urls, list) else []
+    for url in endpoints:
+        if isinstance(url, str) and redact_userinfo(url) != url:
+            module.no_log_values.update(value for value in (url, userinfo_password(url)) if value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -53,8 +54,11 @@ def registry_host(text: str) -> str:
         try:
             host = urlsplit(host).netloc
         except ValueError:
-            raise DockyardError("invalid_argument", f"{text!r:.200} is not a registry: give host[:port], as in registry.example.com:5000") from None
+            shown = text.rpartition("@")[2]  # never repeat credentials written into it
+            raise DockyardError("invalid_argument", f"{shown!r:.200} is not a registry: give host[:port], as in registry.example.com:5000") from None
     host = host.split("/", 1)[0].lower()
+    if "@" in host:
+        raise DockyardError("invalid_argument", "a registry is written host[:port], without credentials in it; give them as username and password")
     return "docker.io" if host in _DOCKER_HUB_ALIASES else host
 
 
@@ -88,10 +92,18 @@ def _default_config_path() -> str:
     return os.path.join(base, "config.json")
 
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
 def _read_config(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise DockyardError("invalid_argument", f"docker config {path} is not a regular file; set docker_config to a config.json")
+            body = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(body) > MAX_CONFIG_BYTES:
+            raise DockyardError("invalid_argument", f"docker config {path} is larger than {MAX_CONFIG_BYTES} bytes; set docker_config to a config.json")
+        data = json.loads(body)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as exc:
@@ -114,7 +126,11 @@ def _from_config(config: dict, host: str) -> Optional[Credential]:
         if found:
             return found
     for entry_key, entry in (config.get("auths") or {}).items():
-        if registry_host(entry_key) == host and isinstance(entry, dict):
+        try:
+            named = registry_host(entry_key)
+        except DockyardError:
+            continue  # an entry for no registry cannot be this one's
+        if named == host and isinstance(entry, dict):
             return _decode_auth_entry(entry, host)
     return None
 
@@ -147,6 +163,8 @@ def _run_helper(suffix: str, server: str) -> Optional[Credential]:
         done = subprocess.run([program, "get"], input=server.encode(), capture_output=True, timeout=30, check=False)
     except FileNotFoundError:
         raise DockyardError("unauthorized", f"credential helper {program} is configured but not installed") from None
+    except (OSError, ValueError) as exc:
+        raise DockyardError("unauthorized", f"credential helper {program!r} cannot be run: {exc}") from None
     except subprocess.TimeoutExpired:
         raise DockyardError("unauthorized", f"credential helper {program} did not answer within 30 s") from None
     if done.returncode != 0:

@@ -318,10 +318,13 @@ class OciPuller:
                 self.store.put_blob(manifest.body)
         self.store.put_blob(oci_manifest(resolved.manifest))
 
-    @staticmethod
-    def _await_blobs(plan: _Plan, downloads: dict) -> None:
+    def _await_blobs(self, plan: _Plan, downloads: dict) -> None:
+        """Wait for the image's blobs, then read its config with the one reader: an image whose config
+        the collection cannot read is never tagged, so it cannot spoil the listing of the whole store."""
         for descriptor in plan.wanted_blobs:
             downloads[descriptor.digest].result()
+        config = plan.resolved.config
+        read_config(self.store.read_blob(config.digest) or b"", f"the config {config.digest}")
 
     def _record(self, plans: list) -> None:
         try:

@@ -43,11 +43,13 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     next_link,
     parse_endpoint_address,
     raw_chunks,
+    redact_userinfo,
     registry_endpoint,
     repository_path,
 )
 
 RESOLVE_WORKERS = 8
+MAX_PAGES = 1000  # of tags or repositories: a million names at 1,000 a page; more is a registry that never stops
 
 
 def resolve_workers(images: int) -> int:
@@ -195,9 +197,18 @@ class Registry:
     def fetch_blob(self, reference: Reference, descriptor: Descriptor, sink: BlobSink) -> None:
         """Stream a blob into `sink`, resuming with Range after an interruption, then verify it."""
         what = f"fetching blob {descriptor.digest} of {reference.familiar}"
-        self._each_endpoint(lambda endpoint: self._fetch_blob_from(endpoint, reference, descriptor, sink, what), what)
+        tried = []
+
+        def attempt(endpoint: Endpoint) -> None:
+            if tried:  # bytes from an endpoint that failed are not resumed from another
+                sink.restart()
+            tried.append(endpoint)
+            self._fetch_blob_from(endpoint, reference, descriptor, sink, what)
+
+        self._each_endpoint(attempt, what)
 
     def _fetch_blob_from(self, endpoint: Endpoint, reference: Reference, descriptor: Descriptor, sink: BlobSink, what: str) -> None:
+        resumed = sink.offset > 0
         interruptions = 0
         while sink.offset < descriptor.size:
             offset = sink.offset
@@ -234,7 +245,10 @@ class Registry:
         if sink.digest() != descriptor.digest:
             actual = sink.digest()
             sink.restart()
-            raise DockyardError("digest_mismatch", f"{what}: the bytes received hash to {actual}, not {descriptor.digest}; nothing was stored")
+            if resumed:  # what was held from before may be what is wrong: fetch the whole blob once more
+                return self._fetch_blob_from(endpoint, reference, descriptor, sink, what)
+            raise DockyardError("digest_mismatch", f"{what}: the bytes {endpoint.netloc} sent hash to {actual}, not {descriptor.digest}; nothing was stored")
+        return None
 
     def fetch_blob_bytes(self, reference: Reference, descriptor: Descriptor, limit: int = MAX_MANIFEST_BYTES) -> bytes:
         """A small blob (a config) into memory, verified like any other."""
@@ -271,6 +285,8 @@ class Registry:
         items, url, params, seen = [], path, {"n": min(page_size, 1000)}, set()
         endpoint = self.upstream
         while url and url not in seen:
+            if len(seen) >= MAX_PAGES:
+                raise DockyardError("unsupported_media_type", f"{what}: the registry kept sending more pages after {MAX_PAGES}; stopped")
             seen.add(url)
             response = endpoint.request("GET", url, scope=scope, what=what, params=params)
             page = json_object(endpoint.read(response, what), what).get(key) or []
@@ -415,7 +431,7 @@ class RegistryClient:
     def registry(self, domain: str) -> Registry:
         domain = registry_host(domain)
         if not is_registry_host(domain):
-            raise DockyardError("invalid_argument", f"{domain!r:.200} is not a registry: give host[:port], as in registry.example.com:5000")
+            raise DockyardError("invalid_argument", f"{redact_userinfo(domain)!r:.200} is not a registry: give host[:port], as in registry.example.com:5000")
         with self._lock:
             if domain not in self._registries:
                 self._registries[domain] = Registry(domain, self.transport, self.credentials)

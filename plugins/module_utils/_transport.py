@@ -11,8 +11,9 @@ nothing is sent over plain HTTP unless the host is loopback or listed in insecur
 Redirects are followed here, hop by hop, never by requests.
 
 Deadlines: a connection must open within min(timeout, 10) seconds, the headers of an answer must
-arrive within `timeout` seconds, and a body must arrive at MIN_RATE bytes a second or faster over
-every `timeout`-second window. A slow answer fails `unreachable` at once, without retries.
+arrive within `timeout` seconds, an answer other than a blob must arrive whole within `timeout`
+seconds more, and a blob at MIN_RATE bytes a second or faster over every `timeout`-second window.
+A slow answer fails `unreachable` at once, without retries.
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """
 
@@ -309,6 +310,11 @@ class TokenCache:
                 return found[0]
             return None
 
+    def tokens(self) -> list:
+        """Every token held, expired or not: secrets that must never be repeated."""
+        with self._lock:
+            return [token for token, _expiry in self._tokens.values()]
+
     def put(self, key, token: str, expires_in) -> None:
         valid = isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0
         lifetime = min(expires_in, 86400) if valid else TOKEN_DEFAULT_LIFETIME
@@ -471,7 +477,12 @@ def raw_chunks(response, window: float, what: str):
 
 
 def read_body(response, limit: int, window: float, what: str, too_large: str = "unsupported_media_type") -> bytes:
-    """A whole body of at most `limit` bytes (decoded if the server compressed it anyway), paced; closes the response."""
+    """A whole body of at most `limit` bytes (decoded if the server compressed it anyway), closes the response.
+
+    Such an answer (a manifest, a token, a page of tags, an error) must arrive whole within `window`
+    seconds of its headers; only blobs may take longer, at the minimum rate.
+    """
+    deadline = time.monotonic() + window
     with response:
         data = bytearray()
         try:
@@ -479,6 +490,8 @@ def read_body(response, limit: int, window: float, what: str, too_large: str = "
                 data += chunk
                 if len(data) > limit:
                     raise DockyardError(too_large, f"{what}: the answer is larger than {limit} bytes; refused")
+                if time.monotonic() > deadline:
+                    raise DockyardError("unreachable", f"{what}: the answer did not arrive whole within {window:.0f} s; stopped")
         except BodyBroken as exc:
             raise DockyardError("unreachable", f"{what}: the answer broke off: {exc}") from None
     encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
@@ -535,7 +548,6 @@ class Transport:
 
         The answer is streamed: read it with `read_body` or `raw_chunks`, or close it.
         """
-        timeout = self.options.timeout
         for _hop in range(MAX_REDIRECTS + 1):
             if Origin.of(url).scheme not in ("http", "https"):
                 raise DockyardError("unreachable", f"{what}: the registry sent us to {redact_userinfo(url)!r:.200}, which is not a usable http(s) URL")
@@ -545,17 +557,7 @@ class Transport:
             if hasattr(data, "seek"):
                 data.seek(0)
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=hop_headers,
-                    params=params,
-                    data=data,
-                    stream=True,
-                    timeout=(min(timeout, 10), timeout),
-                    allow_redirects=False,
-                    verify=verify,
-                )
+                response = self._send_once(method, url, hop_headers, params, data, verify)
             except HeadersTooSlow as exc:
                 raise DockyardError("unreachable", f"{what}: {Origin.of(url).netloc} is too slow: {exc}") from None
             if not (follow_redirects and response.status_code in REDIRECT_STATUS and response.headers.get("Location")):
@@ -569,6 +571,14 @@ class Transport:
             if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                 method, data = "GET", None
         raise DockyardError("unreachable", f"{what}: more than {MAX_REDIRECTS} redirects; refused")
+
+    def _send_once(self, method: str, url: str, headers: dict, params, data, verify):
+        """One request and its answer's headers, through the adapter itself: Session.send would read
+        a redirect's whole body (to prepare the next hop) before any limit or deadline of ours applies."""
+        prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, params=params, data=data))
+        settings = self.session.merge_environment_settings(prepared.url, {}, True, verify, None)  # proxies from the environment
+        timeout = self.options.timeout
+        return self.session.get_adapter(prepared.url).send(prepared, timeout=(min(timeout, 10), timeout), **settings)
 
 
 # -- one registry endpoint ----------------------------------------------------------------------
@@ -798,6 +808,17 @@ class Endpoint:
 
     # -- errors ----------------------------------------------------------------------------------
 
+    def _scrub(self, text: str) -> str:
+        """Registry-supplied text with every secret this endpoint holds or sent blanked out: a registry may echo them."""
+        credential = self.credential
+        secrets = [credential.password, credential.identity_token, credential.registry_token, *self._tokens.tokens()]
+        if credential.basic:
+            encoded = basic_header(*credential.basic).split(" ", 1)[1]
+            secrets += [encoded, encoded.rstrip("=")]
+        for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
     def _error(self, response, what: str) -> DockyardError:
         codes, messages = [], []
         try:
@@ -816,7 +837,7 @@ class Endpoint:
             inner = detail.get("errors") if isinstance(detail, dict) else None
             codes.extend(str(error.get("code", "")).upper() for error in inner or () if isinstance(error, dict))
         reason = reason_for(response.status_code, codes)
-        detail = "; ".join(messages) or response.reason or ""
+        detail = self._scrub("; ".join(messages) or response.reason or "")
         hint = _HINTS.get(reason, "")
         message = f"{what}: {self.netloc} answered HTTP {response.status_code}" + (f" ({detail})" if detail else "") + (f"; {hint}" if hint else "")
         error = DockyardError(reason, message, http_status=response.status_code)

@@ -66,7 +66,7 @@ options:
         platform's manifest fetched.
     type: str
   concurrency:
-    description: How many blobs to transfer at the same time, across all images.
+    description: How many blobs to transfer at the same time, across all images (1 to 64).
     type: int
     default: 3
 seealso:

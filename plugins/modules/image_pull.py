@@ -64,7 +64,7 @@ options:
     choices: [missing, always]
     default: missing
   concurrency:
-    description: How many blobs to download at the same time, across all images.
+    description: How many blobs to download at the same time, across all images (1 to 64).
     type: int
     default: 3
 seealso:

@@ -21,6 +21,7 @@ from support.hostile import (
     ARCH_DICT,
     ARCH_NUMBER,
     CONFIG_LIST,
+    CONFIG_LIST_INDEXED,
     CROWD,
     GOOD,
     GOOD_PUBLIC,
@@ -217,7 +218,7 @@ def test_a_registry_that_dribbles_fails_unreachable_within_the_deadline(hostile,
 
 def shape_runs():
     """Every module that reads the image's config or index, against each shape it must refuse."""
-    for repository in (CONFIG_LIST, ARCH_NUMBER, ARCH_DICT, INDEX_NO_DIGEST, INDEX_PLATFORM_STRING):
+    for repository in (CONFIG_LIST, CONFIG_LIST_INDEXED, ARCH_NUMBER, ARCH_DICT, INDEX_NO_DIGEST, INDEX_PLATFORM_STRING):
         yield pytest.param("image_pull", repository, id=f"pull-{repository.split('/')[1]}")
         yield pytest.param("image_facts", repository, id=f"facts-remote-{repository.split('/')[1]}")
         if repository in (INDEX_NO_DIGEST, INDEX_PLATFORM_STRING):  # a copy reads indexes, and passes configs as they are

@@ -50,6 +50,7 @@ SLOW_BLOB = "slow/blob"  # the layer's body
 SLOW_HEADERS = "slow/headers"  # the manifest response's status line and headers
 # 5. Shapes a reader must refuse with a reason.
 CONFIG_LIST = "bad/config-list"  # the config blob is `[]`
+CONFIG_LIST_INDEXED = "bad/config-list-indexed"  # the same config, behind an index that names the platform itself
 ARCH_NUMBER = "bad/arch-number"  # the config's architecture is 7
 ARCH_DICT = "bad/arch-dict"  # the config's architecture is {"name": "amd64"}
 INDEX_NO_DIGEST = "bad/index-no-digest"  # an index entry without digest
@@ -215,6 +216,15 @@ class HostileRegistry:
             repository = self._repository(name)
             repository.blobs.update({layer.digest: layer.blob, digest_of(config): config})
             repository.add_manifest("1", manifest_bytes(config, [(layer.digest, layer.size)]), OCI_MANIFEST)
+
+        # an index that names the platform, so that the config is not needed to choose the manifest
+        config = b"[]"
+        indexed = manifest_bytes(config, [(layer.digest, layer.size)])
+        repository = self._repository(CONFIG_LIST_INDEXED)
+        repository.blobs.update({layer.digest: layer.blob, digest_of(config): config})
+        repository.add_manifest(digest_of(indexed), indexed, OCI_MANIFEST)
+        entry = {"mediaType": OCI_MANIFEST, "digest": digest_of(indexed), "size": len(indexed), "platform": {"architecture": "amd64", "os": "linux"}}
+        repository.add_manifest("1", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode(), OCI_INDEX)
 
         inner = Image([layer], media_type=OCI_MANIFEST)
         for name, entry in (

@@ -91,8 +91,11 @@ def default_docker_host(store: str) -> str:
 
 
 def socket_path(docker_host: str) -> str:
-    parts = urlsplit(docker_host)
-    if parts.scheme != "unix" or not parts.path:
+    try:
+        parts = urlsplit(docker_host)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme != "unix" or not parts.path:
         raise DockyardError("invalid_argument", f"docker_host {docker_host!r} is not supported; give a unix socket such as unix:///var/run/docker.sock")
     return unquote(parts.path)
 

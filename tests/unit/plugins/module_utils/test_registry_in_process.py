@@ -620,3 +620,66 @@ def test_a_redirect_out_of_http_is_refused(registry, make_client, location):
     error = failure(make_client().for_reference(reference).fetch_blob, reference, BLOB, MemorySink(BLOB.digest))
 
     assert error.reason == "unreachable" and location.split(":")[0] in error.message
+
+
+def test_a_redirect_body_is_never_read(registry, make_client):
+    """A redirect whose body never ends is followed at once: no byte of its body is waited for."""
+    registry.on(BLOB_PATH, Answer(307, {"Location": "/storage/blob", "Content-Length": str(1 << 40)}, b"x" * 1024, body_pieces=(1, 0.5)))
+    registry.on("/storage/blob", ok(LAYER.blob))
+    started = time.monotonic()
+
+    sink = fetch(make_client(timeout=2), registry)
+
+    assert sink.digest() == LAYER.digest and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://127.0.0.2:5202\\@127.0.0.1:5000/v2/"])
+def test_a_redirect_to_an_unreadable_or_ambiguous_url_is_refused(registry, make_client, location):
+    registry.on(BLOB_PATH, Answer(307, {"Location": location}))
+    reference = reference_on(registry)
+
+    error = failure(make_client().for_reference(reference).fetch_blob, reference, BLOB, MemorySink(BLOB.digest))
+
+    assert error.reason == "unreachable"
+
+
+def test_a_manifest_that_arrives_above_the_minimum_rate_but_not_within_the_timeout_is_stopped(registry, make_client):
+    registry.on(MANIFEST_PATH, Answer(200, {"Content-Type": DOCKER_MANIFEST}, IMAGE.manifest + b" " * 8192, body_pieces=(2 * MIN_RATE, 0.5)))
+    client, reference = make_client(timeout=1), reference_on(registry)
+
+    error = failure_within(5, client.for_reference(reference).get_manifest, reference, "1")
+
+    assert error.reason == "unreachable" and "whole within" in error.message
+
+
+def test_a_listing_that_never_ends_is_stopped(registry, make_client, monkeypatch):
+    from ansible_collections.dockyard.images.plugins.module_utils import _registry
+
+    monkeypatch.setattr(_registry, "MAX_PAGES", 5)
+    pages = [ok(json.dumps({"repositories": [f"r{n}"]}).encode(), Link=f'</v2/_catalog?last=r{n}>; rel="next"') for n in range(10)]
+    registry.on("/v2/_catalog", *pages)
+
+    error = failure(make_client().registry(registry.netloc).catalog)
+
+    assert "more pages" in error.message and len(registry.requests("/v2/_catalog")) == 5
+
+
+def test_an_error_message_never_repeats_the_credentials_the_registry_was_sent(registry, make_client):
+    echo = json.dumps({"errors": [{"code": "DENIED", "message": f"you sent {BASIC} and {PASSWORD}"}]}).encode()
+    registry.on(MANIFEST_PATH, Answer(401, BASIC_CHALLENGE), Answer(403, {}, echo))
+    client, reference = make_client(auth_for=registry), reference_on(registry)
+
+    error = failure(client.for_reference(reference).get_manifest, reference, "1")
+
+    assert error.reason == "denied" and PASSWORD not in error.message and BASIC.split()[1] not in error.message
+
+
+def test_bytes_from_a_mirror_that_failed_are_not_resumed_from_the_upstream(registry, elsewhere, make_client):
+    elsewhere.on(BLOB_PATH, Answer(200, {"Content-Length": str(LAYER.size)}, b"\0" * (LAYER.size // 2), cut_after=LAYER.size // 2))
+    registry.on(BLOB_PATH, ok(LAYER.blob))
+    client = make_client(mirrors={registry.netloc: (parse_endpoint_address(elsewhere.url, "mirror"),)}, retries=0)
+
+    sink = fetch(client, registry)
+
+    assert sink.digest() == LAYER.digest
+    assert [r.headers.get("Range") for r in registry.requests(BLOB_PATH)] == [None]
