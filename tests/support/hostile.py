@@ -144,7 +144,7 @@ def gzip_bomb() -> tuple:
     member = gzip.compress(bytes(GZIP_BOMB_MEMBER_BYTES), compresslevel=9, mtime=0)
     inflated = hashlib.sha256()
     zeros = bytes(GZIP_BOMB_MEMBER_BYTES)
-    for _ in range(GZIP_BOMB_MEMBERS):
+    for _member in range(GZIP_BOMB_MEMBERS):
         inflated.update(zeros)
     return member * GZIP_BOMB_MEMBERS, "sha256:" + inflated.hexdigest()
 

@@ -432,7 +432,7 @@ def test_a_well_formed_next_link_is_joined_to_the_page_it_came_from(target, base
 
 HTTP_DATES = st.one_of(
     st.datetimes(timezones=st.none() | st.builds(lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-1439, 1439))).map(
-        lambda when: email.utils.format_datetime(when)
+        email.utils.format_datetime
     ),
     st.builds(
         lambda day, year, hour, zone: f"Mon, {day} Jan {year} {hour}:00:00 {zone}",
