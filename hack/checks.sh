@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test and check: ruff, unit and integration tests against real services, Molecule, ansible-lint
-# (production profile), ansible-test sanity and the changelog lint, with the tools of .venv/ first on PATH.
-# hack/test.sh sets up, then runs this.
+# (production profile), the collection docs lint, ansible-test sanity and the changelog lint, with the
+# tools of .venv/ first on PATH. hack/test.sh sets up, then runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,9 @@ python3 hack/molecule.py default engine mirror
 
 echo "== ansible-lint"
 ansible-lint
+
+echo "== collection docs"
+antsibull-docs lint-collection-docs --plugin-docs .
 
 echo "== ansible-test sanity"
 hack/sanity.sh
