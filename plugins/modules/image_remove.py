@@ -32,7 +32,7 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The diff lists the images before and after.
+      - The diff lists the images before and after, one a line.
   idempotent:
     support: full
 options:
@@ -192,9 +192,9 @@ def run(module: AnsibleModule) -> dict:
     plan = store.remove(params["name"], params["keep"], params["prune"], params["force"], module.check_mode, params["keep_missing"])
     result = plan.to_dict()
     result["store"] = store.describe()
-    result["diff"] = {
-        "before": sorted(label(record) for record in plan.targets + plan.remaining),
-        "after": sorted(label(record) for record in plan.remaining),
+    result["diff"] = {  # one image a line: text, as Ansible's diff output expects
+        "before": "".join(f"{name}\n" for name in sorted(label(record) for record in plan.targets + plan.remaining)),
+        "after": "".join(f"{name}\n" for name in sorted(label(record) for record in plan.remaining)),
     }
     return result
 

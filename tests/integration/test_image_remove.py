@@ -41,7 +41,7 @@ def test_removing_one_of_two_images_keeps_the_shared_base_and_frees_only_its_own
     assert corpus.base.digest.split(":")[1] in after
     for key in ("untagged", "deleted_images", "deleted_layers", "kept_layers", "bytes_freed", "changed", "diff"):
         assert predicted[key] == result[key], key
-    assert result["diff"] == {"before": sorted([app, worker]), "after": [worker]}
+    assert result["diff"] == {"before": "".join(f"{name}\n" for name in sorted([app, worker])), "after": f"{worker}\n"}
     facts = run_module("image_facts", {"store_path": store})
     assert [image["reference"] for image in facts["images"]] == [worker]
     again = remove(oci, name=[app])
