@@ -64,6 +64,17 @@ def proxy(registry):
 
 
 @pytest.fixture
+def mirror(registry, tmp_path):
+    """A pull-through cache of the registry, and its seed endpoint: a writable registry on the same storage."""
+    storage = str(tmp_path / "mirror-storage")
+    server = RegistryServer(str(tmp_path / "mirror"), proxy={"remoteurl": registry.url}, storage=storage).start()
+    server.seed = RegistryServer(str(tmp_path / "seed"), storage=storage).start()
+    yield server
+    server.seed.stop()
+    server.stop()
+
+
+@pytest.fixture
 def store(tmp_path):
     return str(tmp_path / "store")
 

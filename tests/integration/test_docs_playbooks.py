@@ -216,17 +216,6 @@ def test_pin_with_a_lockfile_pins_every_host_even_when_the_tag_moves(registry, c
     assert registry.requests_since(mark) == [], "pinned images a host holds are not asked about again"
 
 
-@pytest.fixture
-def mirror(registry, tmp_path):
-    """A pull-through cache of `registry`, and its seed endpoint: a writable registry on the same storage."""
-    storage = str(tmp_path / "mirror-storage")
-    server = RegistryServer(str(tmp_path / "mirror"), proxy={"remoteurl": registry.url}, storage=storage).start()
-    server.seed = RegistryServer(str(tmp_path / "seed"), storage=storage).start()
-    yield server
-    server.seed.stop()
-    server.stop()
-
-
 def test_seed_a_mirror_has_the_upstream_send_each_blob_once_for_the_whole_fleet(registry, release, mirror, tmp_path):
     hosts = ["app-1", "app-2", "app-3"]
     inventory = tmp_path / "inventory.yml"

@@ -13,20 +13,8 @@ import yaml
 
 from support.ansible import REPO, run_playbook
 from support.images import Image, Pusher, make_layer
-from support.registry import RegistryServer
 
 HOSTS = [f"host{n:02d}" for n in range(1, 11)]
-
-
-@pytest.fixture
-def mirror(registry, tmp_path):
-    """A pull-through cache of the registry, and its seed endpoint: a writable registry on the same storage."""
-    storage = str(tmp_path / "mirror-storage")
-    server = RegistryServer(str(tmp_path / "mirror"), proxy={"remoteurl": registry.url}, storage=storage).start()
-    server.seed = RegistryServer(str(tmp_path / "seed"), storage=storage).start()
-    yield server
-    server.seed.stop()
-    server.stop()
 
 
 @pytest.fixture
