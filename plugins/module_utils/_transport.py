@@ -25,6 +25,7 @@ import http.client
 import ipaddress
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -899,15 +900,18 @@ def parse_endpoint_address(text, what: str) -> EndpointAddress:
     return EndpointAddress(parts.netloc.lower(), parts.scheme if explicit else None)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _split_userinfo(text: str) -> Optional[tuple]:
     """(what precedes it, the `user:password` of a URL or `host[:port]`, what follows the last `@`), or None without `@`.
 
     An endpoint never has an `@` of its own, so everything before the last one is taken for credentials.
     """
-    at, scheme_end = text.rfind("@"), text.find("://")
+    at, scheme = text.rfind("@"), _SCHEME.match(text)
     if at < 0:
         return None
-    prefix = text[: scheme_end + 3] if 0 <= scheme_end < at else ""
+    prefix = scheme.group(0) if scheme and scheme.end() <= at else ""
     return prefix, text[len(prefix) : at], text[at + 1 :]
 
 

@@ -566,6 +566,7 @@ def test_an_endpoint_address_is_read_or_refused(text):
 @TRIES
 @given(st.sampled_from(["http://", "https://", ""]), NO_Q, NO_Q)
 @example("", "user", "registry.example")
+@example("", "", "://")
 def test_an_endpoint_address_never_repeats_a_password(scheme, user, rest):
     refused = refused_or_returned(parse_endpoint_address, f"{scheme}{user}:{SECRET}@{rest}", "mirror")
     assert isinstance(refused, DockyardError) and SECRET not in refused.message
