@@ -13,7 +13,7 @@ import gc
 import os
 import traceback
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host, userinfo_password
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
@@ -24,8 +24,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     REQUESTS_IMPORT_ERROR,
     RegistryOptions,
     parse_endpoint_address,
-    redact_userinfo,
-    userinfo_password,
 )
 
 MAX_TIMEOUT = 86400  # a day: beyond it, no deadline means anything (and the system's timers overflow)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import subprocess
 import threading
@@ -54,12 +55,40 @@ def registry_host(text: str) -> str:
         try:
             host = urlsplit(host).netloc
         except ValueError:
-            shown = text.rpartition("@")[2]  # never repeat credentials written into it
-            raise DockyardError("invalid_argument", f"{shown!r:.200} is not a registry: give host[:port], as in registry.example.com:5000") from None
+            raise DockyardError(
+                "invalid_argument", f"{redact_userinfo(text)!r:.200} is not a registry: give host[:port], as in registry.example.com:5000"
+            ) from None
     host = host.split("/", 1)[0].lower()
     if "@" in host:
         raise DockyardError("invalid_argument", "a registry is written host[:port], without credentials in it; give them as username and password")
     return "docker.io" if host in _DOCKER_HUB_ALIASES else host
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _split_userinfo(text: str) -> Optional[tuple]:
+    """(what precedes it, the `user:password` of a URL or `host[:port]`, what follows the last `@`), or None without `@`.
+
+    An endpoint never has an `@` of its own, so everything before the last one is taken for credentials.
+    """
+    at, scheme = text.rfind("@"), _SCHEME.match(text)
+    if at < 0:
+        return None
+    prefix = scheme.group(0) if scheme and scheme.end() <= at else ""
+    return prefix, text[len(prefix) : at], text[at + 1 :]
+
+
+def redact_userinfo(text: str) -> str:
+    """`text` with the `user:password@` of a URL or `host[:port]` replaced, so that messages never repeat a secret."""
+    found = _split_userinfo(text)
+    return text if found is None else f"{found[0]}***@{found[2]}"
+
+
+def userinfo_password(text: str) -> Optional[str]:
+    """The password someone wrote into a URL or `host[:port]` (`user:password@`), or None."""
+    found = _split_userinfo(text)
+    return found[1].partition(":")[2] or None if found else None
 
 
 def _config_key(domain: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 from urllib.parse import urljoin
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._blob import BlobSink, MemorySink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
@@ -43,7 +43,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     next_link,
     parse_endpoint_address,
     raw_chunks,
-    redact_userinfo,
     registry_endpoint,
     repository_path,
 )

@@ -25,7 +25,6 @@ import http.client
 import ipaddress
 import json
 import random
-import re
 import socket
 import threading
 import time
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore
+from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, redact_userinfo
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
@@ -898,33 +897,6 @@ def parse_endpoint_address(text, what: str) -> EndpointAddress:
     if not is_registry_host(parts.netloc):
         raise DockyardError("invalid_argument", f"{what} {shown!r}: {parts.netloc!r} is not a valid host[:port] (ports run from 1 to 65535); {usage}")
     return EndpointAddress(parts.netloc.lower(), parts.scheme if explicit else None)
-
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _split_userinfo(text: str) -> Optional[tuple]:
-    """(what precedes it, the `user:password` of a URL or `host[:port]`, what follows the last `@`), or None without `@`.
-
-    An endpoint never has an `@` of its own, so everything before the last one is taken for credentials.
-    """
-    at, scheme = text.rfind("@"), _SCHEME.match(text)
-    if at < 0:
-        return None
-    prefix = scheme.group(0) if scheme and scheme.end() <= at else ""
-    return prefix, text[len(prefix) : at], text[at + 1 :]
-
-
-def redact_userinfo(text: str) -> str:
-    """`text` with the `user:password@` of a URL or `host[:port]` replaced, so that messages never repeat a secret."""
-    found = _split_userinfo(text)
-    return text if found is None else f"{found[0]}***@{found[2]}"
-
-
-def userinfo_password(text: str) -> Optional[str]:
-    """The password someone wrote into a URL or `host[:port]` (`user:password@`), or None."""
-    found = _split_userinfo(text)
-    return found[1].partition(":")[2] or None if found else None
 
 
 def endpoint_at(transport: Transport, address: EndpointAddress, credentials: Optional[CredentialStore]) -> Endpoint:

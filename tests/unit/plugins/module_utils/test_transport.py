@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from ansible_collections.dockyard.images.plugins.module_utils._auth import redact_userinfo
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._transport import (
     MIN_RATE,
@@ -19,7 +20,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     parse_challenges,
     parse_endpoint_address,
     reason_for,
-    redact_userinfo,
     retry_after,
 )
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.dockyard.images.plugins.module_utils import _auth
-from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, redact_userinfo, registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._errors import REASONS, DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     DOCKER_CONFIG,
@@ -61,7 +61,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     next_link,
     parse_challenges,
     parse_endpoint_address,
-    redact_userinfo,
     retry_after,
 )
 
