@@ -5,63 +5,37 @@ runs `molecule test`. The containers use the host's network, so they reach that 
 
 from __future__ import annotations
 
-import glob
+import functools
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from support.ansible import ansible_env  # noqa: E402
+from support.debian import debian_image  # noqa: E402
 from support.engines import DockerEngine  # noqa: E402
 from support.images import Image, Pusher, make_layer, random_layer  # noqa: E402
 from support.registry import RegistryServer, free_port  # noqa: E402
 
-# Platform images: the fleet's (python3 and requests only) and the mirror's (systemd as PID 1).
+# Platform images: the fleet's, one per Debian release users run (Debian 11, 12 and 13, with Python
+# 3.9, 3.11 and 3.13), with only that release's python3 and python3-requests; and the mirror's
+# (systemd as PID 1). The suite is the image's tag.
+FLEET = ["dockyard-test-debian:bullseye", "dockyard-test-debian:bookworm", "dockyard-test-debian:trixie"]
 IMAGES = {
-    "dockyard-test-debian:bookworm": "python3,python3-requests",
+    **dict.fromkeys(FLEET, "python3,python3-requests"),
     "dockyard-test-debian-systemd:bookworm": "python3,python3-requests,systemd,systemd-sysv,docker-registry",
 }
-SCENARIO_IMAGES = {"default": ["dockyard-test-debian:bookworm"], "mirror": ["dockyard-test-debian-systemd:bookworm"], "engine": []}
-
-
-def apt_mirror(suite: str = "bookworm") -> str:
-    """The Debian archive this machine's own apt sources name for `suite` (deb822 or one-line form),
-    so that debootstrap goes where apt goes: a user's own mirror, or a local one offline."""
-    found = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        with open(path, encoding="utf-8") as handle:
-            for stanza in handle.read().split("\n\n"):
-                fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith(("#", " ")))
-                fields = {key.strip().lower(): value.split() for key, value in fields.items()}
-                if "deb" in fields.get("types", []) and suite in fields.get("suites", []):
-                    found += fields.get("uris", [])
-    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                for words in (re.sub(r"\[[^\]]*\]", " ", line).split() for line in handle):  # options such as [arch=amd64]
-                    if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
-                        found.append(words[1])
-    if not found:
-        raise SystemExit(f"no apt source for Debian {suite} in /etc/apt: debootstrap needs the archive apt uses")
-    return found[0]
+SCENARIO_IMAGES = {"default": FLEET, "mirror": ["dockyard-test-debian-systemd:bookworm"], "engine": []}
 
 
 def build_platform_image(engine: DockerEngine, work: str, image: str) -> None:
-    env = dict(os.environ, DOCKER_HOST=engine.docker_host)
-    if subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True, check=False).returncode == 0:
-        return
-    rootfs = os.path.join(work, "rootfs")
-    subprocess.run(["debootstrap", "--variant=minbase", f"--include={IMAGES[image]}", "bookworm", rootfs, apt_mirror()], check=True, capture_output=True)
-    tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-    subprocess.run(["docker", "import", "-", image], stdin=tar.stdout, env=env, check=True, capture_output=True)
-    tar.wait()
-    shutil.rmtree(rootfs, ignore_errors=True)
+    debian_image(engine, os.path.join(work, "rootfs-" + image.replace(":", "-")), image, IMAGES[image].split(","))
 
 
 def check_upstream_egress(registry: RegistryServer, mark: int, images: list) -> None:
@@ -89,9 +63,8 @@ def main(scenarios: list) -> int:
     engine = DockerEngine(os.path.join(work, "docker")).start()
     registry = RegistryServer(os.path.join(work, "registry")).start()
     try:
-        for scenario in scenarios:
-            for image in SCENARIO_IMAGES[scenario]:
-                build_platform_image(engine, work, image)
+        with ThreadPoolExecutor() as pool:  # debootstrap waits on the archive more than on the CPU
+            list(pool.map(functools.partial(build_platform_image, engine, work), {image for scenario in scenarios for image in SCENARIO_IMAGES[scenario]}))
         names, images = seed(registry)
         env = ansible_env(
             {
