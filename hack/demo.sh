@@ -4,5 +4,5 @@
 # playbooks/prewarm.yml, and show the layer report. Debian 12, as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-hack/setup.sh
+hack/setup.sh demo
 exec .venv/bin/python hack/demo.py

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Install what the demo and the tests need on a clean Debian 12 machine (run as root): Debian's
-# packages with apt-get, and the Python packages into .venv/ in this checkout with Debian's own
-# python3, never into Debian's Python. The demo and test scripts call this first; it is quick when
-# everything is already there.
+# Install what the tests need (or, with the argument `demo`, only what the demo needs) on a clean
+# Debian 12 machine, as root: Debian's packages with apt-get, and the Python packages into .venv/ in
+# this checkout with Debian's own python3, never into Debian's Python. The demo and test scripts
+# call this first; it is quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile="${1:-test}"
 
-packages=(python3 python3-venv python3-requests git docker-registry skopeo shellcheck docker.io podman chromium debootstrap)
+# The demo: a local registry, and ansible-core with what the collection needs on the controller.
+packages=(python3 python3-venv docker-registry)
+if [[ "$profile" == test ]]; then
+  packages+=(python3-requests git skopeo shellcheck docker.io podman chromium debootstrap)
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -22,6 +27,16 @@ if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/d
   rm -rf .venv
   /usr/bin/python3 -m venv .venv
 fi
+
+# Make the working tree importable as the collection dockyard.images.
+mkdir -p .tmp/collections/ansible_collections/dockyard
+ln -sfn "$PWD" .tmp/collections/ansible_collections/dockyard/images
+
+if [[ "$profile" == demo ]]; then
+  grep -E '^(ansible-core|requests|PyYAML|charset-normalizer)==' requirements-dev.txt | xargs .venv/bin/python -m pip install --quiet --disable-pip-version-check
+  exit 0
+fi
+
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
 # What managed hosts run the modules with: Debian's python3 and python3-requests (urllib3 1.26),
@@ -35,7 +50,3 @@ grep -E '^(pytest|hypothesis|trustme)==' requirements-dev.txt | xargs .venv-host
 # ansible-test bootstraps pip from this file instead of downloading it.
 mkdir -p ~/.ansible/test/cache
 echo 'import ensurepip; ensurepip.bootstrap(upgrade=True)' > ~/.ansible/test/cache/get_pip_24_2.py
-
-# Make the working tree importable as the collection dockyard.images.
-mkdir -p .tmp/collections/ansible_collections/dockyard
-ln -sfn "$PWD" .tmp/collections/ansible_collections/dockyard/images
