@@ -41,7 +41,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, time_ago
+from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, plural, time_ago
 
 COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED", "UNIQUE")
 
@@ -67,9 +67,9 @@ def images_table(facts):
     summary = facts.get("summary") or {}
     if summary:
         lines.append(
-            f"{summary.get('images', 0)} images, {summary.get('layers', 0)} layers: "
+            f"{plural(summary.get('images', 0), 'image')}, {plural(summary.get('layers', 0), 'layer')}: "
             f"{human_size(summary.get('total_size', 0))} logical, {human_size(summary.get('unique_size', 0))} on disk, "
-            f"{human_size(summary.get('saved_size', 0))} saved by sharing {len(summary.get('shared_layers') or [])} layers"
+            f"{human_size(summary.get('saved_size', 0))} saved by sharing {plural(len(summary.get('shared_layers') or []), 'layer')}"
         )
     return lines
 

@@ -230,8 +230,11 @@ class OciPuller:
         result.platform = str(plan.platform) if plan.platform else None
 
     def _config_platform(self, registry, resolved: ResolvedImage, request: PullRequest) -> Optional[Platform]:
-        """A single-manifest image names its platform only in its config; check it when asked."""
+        """A single-manifest image names its platform only in its config; check it when asked. Check
+        mode fetches a config the store lacks only for that check, so that a plan costs no blob."""
         if self.check_mode and not self.store.has_blob(resolved.config.digest, resolved.config.size):
+            if not request.platform_explicit:
+                return None
             config = registry.fetch_blob_bytes(request.reference, resolved.config)
         else:
             self._download(request.reference, resolved.config)

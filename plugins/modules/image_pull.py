@@ -135,7 +135,10 @@ images:
       description: The image id (digest of its config).
       type: str
     platform:
-      description: The platform pulled, C(os/arch[/variant]).
+      description:
+        - The platform pulled, C(os/arch[/variant]).
+        - In check mode, null for an image published for one platform only whose config the store lacks, unless
+          O(platform) is set: only its config names the platform, and a plan fetches no blob.
       type: str
       sample: linux/amd64
     platform_fallback:

@@ -23,6 +23,11 @@ def human_size(size: int) -> str:
     return f"{value:.4g}TB"  # pragma: no cover
 
 
+def plural(number: int, noun: str) -> str:
+    """'1 layer', '3 layers'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def time_ago(created, now=None) -> str:
     if not created:
         return "N/A"

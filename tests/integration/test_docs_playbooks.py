@@ -171,14 +171,16 @@ def test_prewarm_a_fleet_pulls_the_release_and_a_second_run_changes_nothing(regi
     assert done.returncode == 0, done.stdout + done.stderr
     pulled = results_of(results, "Pull the images")[0]["result"]["results"][0]
     assert pulled["downloaded_bytes"] == sum(layer.size for layer in {layer.digest: layer for image in release.images for layer in image.layers}.values())
-    assert "3 pulled, 0 already present" in done.stdout
+    plan = done.stdout.index("3 of 3 images to pull: ")
+    assert plan < done.stdout.index("TASK [dockyard.images.prewarm : Pull the images]") < done.stdout.index("3 pulled, 0 already here: "), "the plan, then the pull"
+    assert done.stdout.count(f"  {registry.host}/") >= 6, "a line per image in the plan and after the pull"
     assert held(store) == release.digests, "image_facts lists the release, each tag at the registry's digest"
 
     mark = registry.mark()
     again = play("prewarm_a_fleet", extra)[0]
     assert again.returncode == 0, again.stdout
     assert recap(again.stdout) == {"localhost": 0}
-    assert "0 pulled, 3 already present; 0 bytes downloaded" in again.stdout
+    assert "nothing to pull: 3 images already here" in again.stdout
     assert registry.requests_since(mark) == [], "a second run asks the registry nothing"
 
 

@@ -156,7 +156,8 @@ def test_check_mode_predicts_per_host_what_would_be_pulled_and_writes_nothing(re
     extra = {"prewarm_images": names, "prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True, "layer_report_dir": str(tmp_path / "r")}
     done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", fleet, "--limit", "host01,host02", "--check", "--diff"])
     assert done.returncode == 0, done.stdout
-    pulled = [r for r in results if r["task"].endswith("Pull the images")]
+    assert not [r for r in results if r["task"].endswith("Pull the images") and r["status"] != "skipped"], "check mode pulls nothing"
+    pulled = [r for r in results if r["task"].endswith("Find what each host lacks and how many bytes will move")]
     assert sorted(r["host"] for r in pulled) == ["host01", "host02"]
     expected = sum(layer.size for layer in {layer.digest: layer for image in (corpus.app, corpus.worker) for layer in image.layers}.values())
     for r in pulled:
@@ -183,7 +184,7 @@ def test_a_rollout_in_batches_stops_when_too_many_hosts_fail(registry, corpus, t
     }
     done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", str(inventory)])
     assert done.returncode != 0
-    pulled = sorted({r["host"] for r in results if r["task"].endswith("Pull the images")})
-    assert pulled == ["host01", "host02", "host03", "host04"], "the batch after the failure never started"
+    planned = sorted({r["host"] for r in results if r["task"].endswith("Find what each host lacks and how many bytes will move")})
+    assert planned == ["host01", "host02", "host03", "host04"], "the batch after the failure never started"
     failure = next(r["result"] for r in results if r["host"] == "host03" and r["status"] == "failed")
     assert failure["results"][0]["reason"] in ("invalid_argument", "store_corrupt"), failure

@@ -10,6 +10,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.dockyard.images.plugins.filter.canonical_reference import canonical_reference
 from ansible_collections.dockyard.images.plugins.filter.images_table import images_table
 from ansible_collections.dockyard.images.plugins.filter.lacking_by_platform import lacking_by_platform
+from ansible_collections.dockyard.images.plugins.filter.pull_summary import pull_summary
 from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
 from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, time_ago
 
@@ -82,6 +83,27 @@ def test_the_table_has_docker_columns_plus_sharing():
     lines = images_table(facts)
     assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE", "SHARED", "UNIQUE"]
     assert lines[1].split() == ["redis", "7", "abababababab", "N/A", "2MB", "1.5MB", "500kB"]
-    assert lines[2].startswith("1 images, 3 layers: 2MB logical, 2MB on disk")
+    assert lines[2].startswith("1 image, 3 layers: 2MB logical, 2MB on disk")
     with pytest.raises(AnsibleFilterError):
         images_table("nope")
+
+
+def test_a_pull_is_summed_up_in_a_headline_and_a_line_per_image_that_moves():
+    def image(name, changed, downloaded, reused, statuses):
+        layers = [{"digest": f"sha256:{n}", "status": status} for n, status in enumerate(statuses)]
+        return {"canonical": name, "platform": "linux/amd64", "changed": changed, "downloaded_bytes": downloaded, "reused_bytes": reused, "layers": layers}
+
+    web = image("r.test/web:1", True, 12_000_000, 3_000_000, ["already_exists", "pull_complete"])
+    base = image("r.test/base:1", False, 0, 3_000_000, ["already_exists"])
+    looped = {"results": [{"images": [web]}, {"skipped": True, "item": {}}, {"images": [base]}]}
+    assert pull_summary(looped, planned=True) == [
+        "1 of 2 images to pull: 12MB to download, 6MB reused",
+        "  r.test/web:1 (linux/amd64): 1 of 2 layers to fetch, 12MB",
+    ]
+    assert pull_summary([{"images": [web]}, {"images": [base]}]) == [
+        "1 pulled, 1 already here: 12MB downloaded, 6MB reused",
+        "  r.test/web:1 (linux/amd64): 1 of 2 layers fetched, 12MB",
+    ]
+    assert pull_summary({"images": [base]}, planned=True) == ["nothing to pull: 1 image already here"]
+    with pytest.raises(AnsibleFilterError, match="image_pull"):
+        pull_summary({"msg": "not a pull"})
