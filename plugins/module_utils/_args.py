@@ -18,13 +18,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, resolve_workers
-from ansible_collections.dockyard.images.plugins.module_utils._stores import open_store
-from ansible_collections.dockyard.images.plugins.module_utils._transport import (
-    HAS_REQUESTS,
-    REQUESTS_IMPORT_ERROR,
-    RegistryOptions,
-    parse_endpoint_address,
-)
+from ansible_collections.dockyard.images.plugins.module_utils._requests import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible_collections.dockyard.images.plugins.module_utils._stores import StoreOptions, open_store
+from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions, parse_endpoint_address
 
 MAX_TIMEOUT = 86400  # a day: beyond it, no deadline means anything (and the system's timers overflow)
 MAX_RETRIES = 100
@@ -117,7 +113,8 @@ def transfer_client(params: dict, images: int) -> RegistryClient:
 
 def store_from_params(params: dict, pool_size: int = 10):
     check_timeout(params)
-    return open_store(params["store"], params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)
+    options = StoreOptions(params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)
+    return open_store(params["store"], options)
 
 
 def fail_on_errors(module, outcome: dict, errors: list) -> dict:

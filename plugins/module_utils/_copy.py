@@ -19,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._batch import each, largest_first, safely
 from ansible_collections.dockyard.images.plugins.module_utils._blob import FileSink
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor, Manifest, image_blobs, index_entries
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms
-from ansible_collections.dockyard.images.plugins.module_utils._pull import safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import Destination, Registry, RegistryClient, resolve_workers
+from ansible_collections.dockyard.images.plugins.module_utils._registry import Destination, Registry, RegistryClient
 
 COPIED = "copied"
 MOUNTED = "mounted"
@@ -126,16 +126,15 @@ class Copier:
     def copy(self, requests: list) -> list:
         plans = [_Plan(request, CopyResult(request)) for request in requests]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-copy") as pool:
-            with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as planners:
-                for plan, failure in zip(plans, planners.map(safely(self._plan), plans)):
-                    plan.result.error = failure
+            for plan, failure in each(plans, self._plan):
+                plan.result.error = failure
             live = [plan for plan in plans if plan.result.error is None]
-            wanted = {}
+            missing, needing = {}, {}  # digest: descriptor, and the images that lack it
             for plan in live:
                 for descriptor in plan.missing:
-                    wanted.setdefault(descriptor.digest, (descriptor, []))[1].append(plan)
-            order = sorted(wanted.values(), key=lambda item: -item[0].size)  # the largest bounds the copy: start it first
-            transfers = {descriptor.digest: pool.submit(self._transfer, descriptor, needing) for descriptor, needing in order}
+                    missing.setdefault(descriptor.digest, descriptor)
+                    needing.setdefault(descriptor.digest, []).append(plan)
+            transfers = {d.digest: pool.submit(self._transfer, d, needing[d.digest]) for d in largest_first(missing.values())}
             for plan in live:
                 plan.result.error = safely(self._finish)(plan, transfers)
         for plan in plans:

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import engine_auth_header
+from ansible_collections.dockyard.images.plugins.module_utils._batch import each
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
-from ansible_collections.dockyard.images.plugins.module_utils._pull import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullResult, safely
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullResult
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
     EngineStore,
     chain_ids,
@@ -63,9 +63,8 @@ class EnginePuller:
         results = [PullResult(request) for request in requests]
         # dockerd fetches a layer once for concurrent pulls; Podman would fetch it once per pull.
         workers = self.concurrency if self.store.kind == "docker" else 1
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockyard-engine") as pool:
-            for result, failure in zip(results, pool.map(safely(self._pull_one), results)):
-                result.error = failure
+        for result, failure in each(results, self._pull_one, workers):
+            result.error = failure
         pulled = set()
         for result in results:  # concurrent pulls share a layer's download: the first image in the list owns it
             for layer in result.layers:

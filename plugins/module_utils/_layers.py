@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ansible_collections.dockyard.images.plugins.module_utils._stores import image_label
+
 
 @dataclass(frozen=True)
 class ImageSharing:
@@ -78,7 +80,7 @@ def sharing_by_image(images: list) -> dict:
 def _names_by_id(images: list) -> dict:
     names = {}
     for image in images:
-        label = image.reference.familiar if image.reference else image.id
+        label = image_label(image)
         names.setdefault(image.id, [])
         if label not in names[image.id]:
             names[image.id].append(label)

@@ -17,12 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._batch import each, largest_first, safely
 from ansible_collections.dockyard.images.plugins.module_utils._blob import sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import OCI_MANIFEST, Descriptor, read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, ResolvedImage, resolve_workers
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, ResolvedImage
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, MISSING, PULL_COMPLETE, LayerStatus, PullRequest, PullResult
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import (
     CONTAINERD_NAME,
     REF_NAME,
@@ -31,92 +33,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores._oci impor
     OciStore,
     oci_manifest,
 )
-
-ALREADY_EXISTS = "already_exists"
-PULL_COMPLETE = "pull_complete"
-MISSING = "missing"  # only in the results of an image that failed
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    """One image a pull asks for, and for which platform."""
-
-    reference: Reference
-    platform: Platform
-    platform_explicit: bool = False
-    policy: str = "missing"
-
-
-@dataclass
-class LayerStatus:
-    """A layer of a pulled image and whether the pull fetched it, reused it, or lacks it."""
-
-    digest: str
-    size: Optional[int]
-    status: str
-
-    def to_dict(self) -> dict:
-        return {"digest": self.digest, "id": self.digest.split(":")[-1][:12], "size": self.size, "status": self.status}
-
-
-@dataclass
-class PullResult:
-    """What the pull did for one image: its digests before and after, and its layers."""
-
-    request: PullRequest
-    before: Optional[str] = None
-    digest: Optional[str] = None
-    manifest_digest: Optional[str] = None
-    id: Optional[str] = None
-    platform: Optional[str] = None
-    platform_fallback: bool = False
-    layers: list = field(default_factory=list)
-    changed: bool = False
-    error: Optional[DockyardError] = None
-
-    @property
-    def size(self) -> int:
-        return sum(layer.size or 0 for layer in self.layers)
-
-    @property
-    def downloaded_bytes(self) -> int:
-        return sum(layer.size or 0 for layer in self.layers if layer.status == PULL_COMPLETE)
-
-    @property
-    def reused_bytes(self) -> int:
-        return sum(layer.size or 0 for layer in self.layers if layer.status == ALREADY_EXISTS)
-
-    def to_dict(self, requested: str) -> dict:
-        result = {
-            "reference": requested,
-            "canonical": self.request.reference.canonical,
-            "digest": self.digest,
-            "manifest_digest": self.manifest_digest,
-            "id": self.id,
-            "platform": self.platform,
-            "platform_fallback": self.platform_fallback,
-            "size": self.size,
-            "layers": [layer.to_dict() for layer in self.layers],
-            "downloaded_bytes": self.downloaded_bytes,
-            "reused_bytes": self.reused_bytes,
-            "changed": self.changed,
-        }
-        if self.error is not None:
-            result.update(self.error.to_result(), failed=True)
-        return result
-
-
-def safely(function):
-    """Run `function(plan, ...)`; return its DockyardError, naming the image, instead of raising it."""
-
-    def run(plan, *args):
-        try:
-            function(plan, *args)
-            return None
-        except DockyardError as exc:
-            return exc.with_context(plan.request.reference.familiar)
-
-    return run
 
 
 @dataclass
@@ -175,15 +91,14 @@ class OciPuller:
             # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency,
             # and an image's blobs start coming as soon as it and the images before it are resolved
             room, downloads = _Room(self.store), {}
-            with ThreadPoolExecutor(max_workers=resolve_workers(len(plans)), thread_name_prefix="dockyard-resolve") as resolvers:
-                for plan, failure in zip(plans, resolvers.map(safely(self._resolve), plans)):
-                    plan.result.error = failure or (safely(self._assign_statuses)(plan, room.reserved) if plan.resolved is not None else None)
-                    if plan.result.error is None and plan.resolved is not None:
-                        plan.result.error = room.reserve(plan)
-                        if plan.result.error is not None:
-                            self._refuse(plan)
-                        elif not self.check_mode:
-                            self._start_downloads(plan, pool, downloads)
+            for plan, failure in each(plans, self._resolve):
+                plan.result.error = failure or (safely(self._assign_statuses)(plan, room.reserved) if plan.resolved is not None else None)
+                if plan.result.error is None and plan.resolved is not None:
+                    plan.result.error = room.reserve(plan)
+                    if plan.result.error is not None:
+                        self._refuse(plan)
+                    elif not self.check_mode:
+                        self._start_downloads(plan, pool, downloads)
             if not self.check_mode:
                 self._finish([plan for plan in plans if plan.result.error is None and plan.resolved is not None], downloads)
         for plan in plans:
@@ -285,7 +200,7 @@ class OciPuller:
     def _start_downloads(self, plan: _Plan, pool: ThreadPoolExecutor, downloads: dict) -> None:
         """Queue the blobs the image lacks that no earlier image queued, largest first: the biggest
         layer bounds the pull, so it must not start last."""
-        for descriptor in sorted(plan.wanted_blobs, key=lambda d: -d.size):
+        for descriptor in largest_first(plan.wanted_blobs):
             if descriptor.digest not in downloads:
                 downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
 

@@ -28,6 +28,7 @@ _PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 _DIGEST_RE = re.compile(r"(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}\Z")
+_HEX_RE = re.compile(r"[a-f0-9]+\Z")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,15 @@ def is_digest(text) -> bool:
     return isinstance(text, str) and _DIGEST_RE.match(text) is not None
 
 
+def image_id_prefix(text) -> Optional[str]:
+    """The hex digits of an image id (`sha256:` and 64 hex digits, or the digits alone) or of a prefix of
+    at least 12 of them, as `docker images` shows; None for anything else."""
+    if not isinstance(text, str):
+        return None
+    bare = text[len("sha256:") :] if text.startswith("sha256:") else text
+    return bare if 12 <= len(bare) <= 64 and _HEX_RE.match(bare) else None
+
+
 def is_registry_host(text) -> bool:
     """Whether `text` is a registry host[:port] as references spell it, with a port from 1 to 65535."""
     if not isinstance(text, str) or not _DOMAIN_RE.match(text):
@@ -163,6 +173,14 @@ def parse_reference(text: str) -> Reference:
     if tag is None and digest is None:
         tag = DEFAULT_TAG
     return Reference(domain, path, tag, digest)
+
+
+def parse_reference_or_none(text) -> Optional[Reference]:
+    """The reference `text` spells, or None where it is none (what stores hold is not always one)."""
+    try:
+        return parse_reference(text)
+    except DockyardError:
+        return None
 
 
 def _split_domain(name: str) -> tuple[str, str]:

@@ -28,7 +28,6 @@ import random
 import socket
 import threading
 import time
-import traceback
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -39,20 +38,16 @@ from ansible_collections.dockyard.images.plugins.module_utils._auth import Crede
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
-
-try:
-    import requests
-    import urllib3
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    HAS_REQUESTS = True
-    REQUESTS_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported by the modules with missing_required_lib
-    HAS_REQUESTS = False
-    REQUESTS_IMPORT_ERROR = traceback.format_exc()
-    HTTPAdapter = HTTPConnection = HTTPSConnection = HTTPConnectionPool = HTTPSConnectionPool = object
+from ansible_collections.dockyard.images.plugins.module_utils._requests import (
+    HAS_REQUESTS,
+    HTTPAdapter,
+    HTTPConnection,
+    HTTPConnectionPool,
+    HTTPSConnection,
+    HTTPSConnectionPool,
+    requests,
+    urllib3,
+)
 
 DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
 DOCKER_HUB_INDEX = "https://index.docker.io"

@@ -201,83 +201,19 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     store_argument_spec,
     store_from_params,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
-from ansible_collections.dockyard.images.plugins.module_utils._manifest import index_entries, read_config
-from ansible_collections.dockyard.images.plugins.module_utils._platform import available_platforms, host_platform, parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._stores import select_all
+from ansible_collections.dockyard.images.plugins.module_utils._facts import remote_facts, store_facts
+from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 
 
-def local_facts(params: dict) -> dict:
-    store = store_from_params(params)
-    records = store.images()
-    if params["platform"]:
-        wanted = parse_platform(params["platform"])
-        records = [record for record in records if record.platform is not None and record.platform.matches(wanted)]
-    missing = []
-    if params["name"]:
-        records, missing = select_all(records, params["name"])
-    sharing = sharing_by_image(records)
-    images = []
-    for record in records:
-        image = record.to_dict()
-        image["shared_size"] = sharing[record.id].shared_size
-        image["unique_size"] = sharing[record.id].unique_size
-        images.append(image)
-    facts = {"store": store.describe(), "images": images, "summary": sharing_summary(records)}
-    return dict(facts, missing=missing, host_platform=str(host_platform()), changed=False, ansible_facts={"dockyard_images": facts})
-
-
-def remote_facts(params: dict) -> dict:
-    if not params["name"]:
-        raise DockyardError("invalid_argument", "remote: true needs name, the references to inspect")
-    platform = parse_platform(params["platform"]) if params["platform"] else host_platform()
-    client = registry_client(params)
-    images = []
-    for text in params["name"]:
-        reference = parse_reference(text)
-        try:
-            if params["digests_only"]:
-                images.append(_resolve_digest(client.for_reference(reference), reference))
-            else:
-                images.append(_inspect(client.for_reference(reference), reference, platform))
-        except DockyardError as exc:
-            raise exc.with_context(reference.familiar) from None
-    return {"changed": False, "images": images, "missing": [], "host_platform": str(host_platform()), "rate_limit": client.rate_limit()}
-
-
-def _resolve_digest(registry, reference) -> dict:
-    digest = reference.digest or registry.head_manifest(reference)
-    if digest is None:  # the registry sent no Docker-Content-Digest: the manifest's own hash is its digest
-        digest = registry.get_manifest(reference, reference.manifest_reference).digest
-    return {"reference": reference.familiar, "canonical": reference.canonical, "digest": digest}
-
-
-def _inspect(registry, reference, platform) -> dict:
-    digest = None if reference.pinned else registry.head_manifest(reference)
-    resolved = registry.resolve(reference, platform, digest, lambda _digest: None)
-    config = read_config(registry.fetch_blob_bytes(reference, resolved.config), f"the config {resolved.config.digest}")
-    found = resolved.platform or config.platform
-    platforms = [str(found)] if found else []
-    if resolved.index is not None:  # a multi-platform image: every platform its index lists
-        platforms = available_platforms(index_entries(resolved.index.body, reference.familiar))
-    return {
-        "reference": reference.familiar,
-        "canonical": reference.canonical,
-        "repository": reference.familiar_name,
-        "tag": reference.tag,
-        "id": resolved.config.digest,
-        "digest": resolved.digest,
-        "manifest_digest": resolved.manifest_digest,
-        "repo_digests": [f"{reference.familiar_name}@{resolved.digest}"],
-        "platform": str(found) if found else None,
-        "platforms": platforms,
-        "created": config.created,
-        "size": resolved.config.size + sum(layer.size for layer in resolved.layers),
-        "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type} for layer in resolved.layers],
-        "containers": [],
-    }
+def run(params: dict) -> dict:
+    platform = parse_platform(params["platform"]) if params["platform"] else None
+    here = str(host_platform())
+    if params["remote"]:
+        client = registry_client(params)
+        images = remote_facts(client, params["name"], platform or host_platform(), params["digests_only"])
+        return {"changed": False, "images": images, "missing": [], "host_platform": here, "rate_limit": client.rate_limit()}
+    facts, missing = store_facts(store_from_params(params), params["name"], platform)
+    return dict(facts, missing=missing, host_platform=here, changed=False, ansible_facts={"dockyard_images": facts})
 
 
 def main() -> None:
@@ -294,7 +230,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    run_and_exit(module, lambda: remote_facts(module.params) if module.params["remote"] else local_facts(module.params))
+    run_and_exit(module, lambda: run(module.params))
 
 
 if __name__ == "__main__":

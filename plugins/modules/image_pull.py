@@ -212,8 +212,8 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     transfer_client,
     transfer_settings,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._pull import OciPuller, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import PullRequest
 
 
 def run(module: AnsibleModule) -> dict:
@@ -222,13 +222,7 @@ def run(module: AnsibleModule) -> dict:
     requests = [PullRequest(parse_reference(text), platform, bool(params["platform"]), params["policy"]) for text in params["name"]]
     store = store_from_params(params, pool_size=concurrency + 2)
     client = transfer_client(params, len(requests))
-    if store.name == "oci":
-        puller = OciPuller(store, client, concurrency, module.check_mode)
-    else:  # imported here, so that a pull into the OCI store does not compile the engine's code
-        from ansible_collections.dockyard.images.plugins.module_utils._engine_pull import EnginePuller
-
-        puller = EnginePuller(store, client, concurrency, module.check_mode)
-    results = puller.pull(requests)
+    results = store.puller(client, concurrency, module.check_mode).pull(requests)
     images = [result.to_dict(text) for result, text in zip(results, params["name"])]
     for warning in client.warnings:
         module.warn(warning)

@@ -183,18 +183,19 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     store_argument_spec,
     store_from_params,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._stores import label
+from ansible_collections.dockyard.images.plugins.module_utils._stores import RemovalRequest, image_label
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
     store = store_from_params(params)
-    plan = store.remove(params["name"], params["keep"], params["prune"], params["force"], module.check_mode, params["keep_missing"])
+    request = RemovalRequest(names=params["name"], keep=params["keep"], prune=params["prune"], force=params["force"], keep_missing=params["keep_missing"])
+    plan = store.remove(request, module.check_mode)
     result = plan.to_dict()
     result["store"] = store.describe()
     result["diff"] = {  # one image a line: text, as Ansible's diff output expects
-        "before": "".join(f"{name}\n" for name in sorted(label(record) for record in plan.targets + plan.remaining)),
-        "after": "".join(f"{name}\n" for name in sorted(label(record) for record in plan.remaining)),
+        "before": "".join(f"{name}\n" for name in sorted(image_label(record) for record in plan.targets + plan.remaining)),
+        "after": "".join(f"{name}\n" for name in sorted(image_label(record) for record in plan.remaining)),
     }
     return result
 

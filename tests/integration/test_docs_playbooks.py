@@ -172,7 +172,8 @@ def test_prewarm_a_fleet_pulls_the_release_and_a_second_run_changes_nothing(regi
     pulled = results_of(results, "Pull the images")[0]["result"]["results"][0]
     assert pulled["downloaded_bytes"] == sum(layer.size for layer in {layer.digest: layer for image in release.images for layer in image.layers}.values())
     plan = done.stdout.index("3 of 3 images to pull: ")
-    assert plan < done.stdout.index("TASK [dockyard.images.prewarm : Pull the images]") < done.stdout.index("3 pulled, 0 already here: "), "the plan, then the pull"
+    pull = done.stdout.index("TASK [dockyard.images.prewarm : Pull the images]")
+    assert plan < pull < done.stdout.index("3 pulled, 0 already here: "), "the plan, then the pull"
     assert done.stdout.count(f"  {registry.host}/") >= 6, "a line per image in the plan and after the pull"
     assert held(store) == release.digests, "image_facts lists the release, each tag at the registry's digest"
 

@@ -50,7 +50,8 @@ def pip_trust() -> list:
     that pip in the container reaches PyPI the way pip here does; nothing else of the machine goes in."""
     bundle = os.environ.get("PIP_CERT")
     if not bundle:
-        asked = subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pip", "config", "get", "global.cert"], capture_output=True, text=True, check=False)
+        pip = [os.path.join(REPO, ".venv", "bin", "python"), "-m", "pip"]
+        asked = subprocess.run([*pip, "config", "get", "global.cert"], capture_output=True, text=True, check=False)
         bundle = asked.stdout.strip() if asked.returncode == 0 else ""
     return ["-v", f"{bundle}:/etc/dockyard-pip-ca.pem:ro", "-e", "PIP_CERT=/etc/dockyard-pip-ca.pem"] if bundle and os.path.isfile(bundle) else []
 

@@ -10,11 +10,92 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, image_id_prefix, parse_reference
+
+if TYPE_CHECKING:  # a removal or a listing loads no registry client
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+
+# -- what a pull asks for and reports, whatever the store --------------------------------------
+
+ALREADY_EXISTS = "already_exists"
+PULL_COMPLETE = "pull_complete"
+MISSING = "missing"  # only in the results of an image that failed
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """One image a pull asks for, and for which platform."""
+
+    reference: Reference
+    platform: Platform
+    platform_explicit: bool = False
+    policy: str = "missing"
+
+
+@dataclass
+class LayerStatus:
+    """A layer of a pulled image and whether the pull fetched it, reused it, or lacks it."""
+
+    digest: str
+    size: Optional[int]
+    status: str
+
+    def to_dict(self) -> dict:
+        return {"digest": self.digest, "id": self.digest.split(":")[-1][:12], "size": self.size, "status": self.status}
+
+
+@dataclass
+class PullResult:
+    """What the pull did for one image: its digests before and after, and its layers."""
+
+    request: PullRequest
+    before: Optional[str] = None
+    digest: Optional[str] = None
+    manifest_digest: Optional[str] = None
+    id: Optional[str] = None
+    platform: Optional[str] = None
+    platform_fallback: bool = False
+    layers: list[LayerStatus] = field(default_factory=list)
+    changed: bool = False
+    error: Optional[DockyardError] = None
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size or 0 for layer in self.layers)
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return sum(layer.size or 0 for layer in self.layers if layer.status == PULL_COMPLETE)
+
+    @property
+    def reused_bytes(self) -> int:
+        return sum(layer.size or 0 for layer in self.layers if layer.status == ALREADY_EXISTS)
+
+    def to_dict(self, requested: str) -> dict:
+        result = {
+            "reference": requested,
+            "canonical": self.request.reference.canonical,
+            "digest": self.digest,
+            "manifest_digest": self.manifest_digest,
+            "id": self.id,
+            "platform": self.platform,
+            "platform_fallback": self.platform_fallback,
+            "size": self.size,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "downloaded_bytes": self.downloaded_bytes,
+            "reused_bytes": self.reused_bytes,
+            "changed": self.changed,
+        }
+        if self.error is not None:
+            result.update(self.error.to_result(), failed=True)
+        return result
+
+
+# -- what a store holds ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -42,9 +123,9 @@ class ImageRecord:
     manifest_digest: Optional[str]
     platform: Optional[Platform]
     created: Optional[str]
-    layers: list = field(default_factory=list)
+    layers: list[LayerRecord] = field(default_factory=list)
     config_size: int = 0
-    containers: list = field(default_factory=list)
+    containers: list[dict] = field(default_factory=list)
     ref_name: Optional[str] = None
     handle: Any = field(default=None, repr=False, compare=False)  # the backend's own entry for this image
 
@@ -78,7 +159,7 @@ def _layer_dict(layer: LayerRecord) -> dict:
     return result
 
 
-def select_images(records: list, text: str) -> list:
+def select_images(records: list[ImageRecord], text: str) -> list[ImageRecord]:
     """The records a name means, in every form image_facts and image_remove (name and keep) accept.
 
     - an image id (`sha256:` and 64 hex digits) or a prefix of at least 12 hex digits: every tag of that image;
@@ -88,8 +169,8 @@ def select_images(records: list, text: str) -> list:
       engine keeps a pull by digest, is matched by the digest alone;
     - `repo:tag@digest`: the image held under that tag with that digest, as a pull of it stores it.
     """
-    bare = text[len("sha256:") :] if text.startswith("sha256:") else text
-    if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
+    bare = image_id_prefix(text)
+    if bare is not None:
         return [r for r in records if r.id.split(":", 1)[-1].startswith(bare)]
     wanted = parse_reference(text)
 
@@ -107,7 +188,7 @@ def select_images(records: list, text: str) -> list:
     return [r for r in records if means(r)]
 
 
-def select_all(records: list, names: list) -> tuple:
+def select_all(records: list[ImageRecord], names: list[str]) -> tuple[list[ImageRecord], list[str]]:
     """(records any of `names` means, in store order; names that mean none)."""
     chosen, missing = [], []
     for text in names:
@@ -122,17 +203,17 @@ def select_all(records: list, names: list) -> tuple:
 class RemovalPlan:
     """What a removal does: the same plan serves check mode and the real run."""
 
-    targets: list  # ImageRecords whose tags go
-    remaining: list  # ImageRecords that stay
-    missing: list = field(default_factory=list)
-    in_use: list = field(default_factory=list)  # ImageRecords kept because containers use them (keep mode)
-    deleted_layers: list = field(default_factory=list)  # LayerRecords deleted from disk
-    kept_layers: list = field(default_factory=list)  # (LayerRecord, [names of remaining images using it])
-    deleted_blobs: dict = field(default_factory=dict)  # digest → size, everything the store deletes
+    targets: list[ImageRecord]  # whose tags go
+    remaining: list[ImageRecord]  # that stay
+    missing: list[str] = field(default_factory=list)
+    in_use: list[ImageRecord] = field(default_factory=list)  # kept because containers use them (keep mode)
+    deleted_layers: list[LayerRecord] = field(default_factory=list)  # deleted from disk
+    kept_layers: list[tuple[LayerRecord, list[str]]] = field(default_factory=list)  # with the remaining images using each
+    deleted_blobs: dict[str, int] = field(default_factory=dict)  # digest: size, everything the store deletes
 
     @property
     def untagged(self) -> list:
-        return [label(record) for record in self.targets]
+        return [image_label(record) for record in self.targets]
 
     @property
     def deleted_images(self) -> list:
@@ -154,28 +235,31 @@ class RemovalPlan:
             "deleted_images": self.deleted_images,
             "deleted_layers": [{"digest": layer.key, "size": layer.size} for layer in self.deleted_layers],
             "kept_layers": [{"digest": layer.key, "size": layer.size, "images": names} for layer, names in self.kept_layers],
-            "kept_in_use": [{"image": label(record), "containers": list(record.containers)} for record in self.in_use],
+            "kept_in_use": [{"image": image_label(record), "containers": list(record.containers)} for record in self.in_use],
             "bytes_freed": self.bytes_freed,
             "missing": list(self.missing),
         }
 
 
-def label(record: ImageRecord) -> str:
+def image_label(record: ImageRecord) -> str:
+    """What results call an image: its reference, else the name a store gave it, else its id."""
     return record.reference.familiar if record.reference else (record.ref_name or record.id)
 
 
 KEEP_MISSING = ("fail", "ignore")
 
 
-def plan_targets(records: list, names: Optional[list], keep: Optional[list], keep_missing: str = "fail", where: str = "the store") -> tuple:
-    """(targets, remaining, missing, kept in use) for `name` or for `keep` (everything else, unless in use).
+def plan_targets(records: list[ImageRecord], request: RemovalRequest, where: str = "the store") -> tuple:
+    """(targets, remaining, missing, kept in use) for the request's names or for its keep (everything
+    else, unless in use).
 
     A keep entry that names no image, or an empty keep, fails before any target is chosen unless
     keep_missing is "ignore": a typo must never remove the image it meant. `where` names the store.
     """
+    names, keep = request.names, request.keep
     if keep is not None:
         kept, missing = select_all(records, keep)
-        refuse_unsafe_keep(keep, missing, keep_missing, where)
+        refuse_unsafe_keep(keep, missing, request.keep_missing, where)
         candidates = [r for r in records if not any(r is k for k in kept)]
         in_use = [r for r in candidates if r.containers]
         targets = [r for r in candidates if not r.containers]
@@ -209,14 +293,14 @@ def refuse_unsafe_keep(keep: list, missing: list, keep_missing: str, where: str)
         )
 
 
-def layer_fate(targets: list, remaining: list, deleted_keys: set) -> tuple:
+def layer_fate(targets: list[ImageRecord], remaining: list[ImageRecord], deleted_keys: set[str]) -> tuple[list[LayerRecord], list]:
     """(layers of the removed images that are deleted, those kept because remaining images use them)."""
     users = {}
     for record in remaining:
         for layer in record.layers:
             users.setdefault(layer.key, [])
-            if label(record) not in users[layer.key]:
-                users[layer.key].append(label(record))
+            if image_label(record) not in users[layer.key]:
+                users[layer.key].append(image_label(record))
     deleted, kept, seen = [], [], set()
     for record in targets:
         for layer in record.layers:
@@ -237,34 +321,86 @@ def default_store_path() -> str:
     return os.path.join(base, "dockyard", "oci")
 
 
-def open_store(store: str = "auto", store_path: Optional[str] = None, docker_host: Optional[str] = None, timeout: float = 60.0, pool_size: int = 10):
-    """The store a task works on.
+# -- the seam ----------------------------------------------------------------------------------
 
-    `auto` is the embedded OCI layout when store_path is given; otherwise the Docker or Podman
-    engine whose socket answers (docker_host, DOCKER_HOST, then the usual sockets), else the OCI layout.
+
+@dataclass(frozen=True)
+class RemovalRequest:
+    """What a removal asks of any store: the images `names` means, or every image `keep` does not."""
+
+    names: Optional[list[str]] = None
+    keep: Optional[list[str]] = None
+    prune: bool = True  # delete the layers nothing else uses
+    force: bool = False  # remove images that containers use (engines only: nothing runs from the OCI store)
+    keep_missing: str = "fail"
+
+
+class Puller(Protocol):
+    """A store's own way of bringing images in: blobs it receives itself, or a pull it asks its engine for."""
+
+    def pull(self, requests: list[PullRequest]) -> list[PullResult]: ...
+
+
+class Store(Protocol):
+    """What every image store does, with the same signatures; modules and orchestrators use nothing else.
+
+    Sharing is read from the records: two layers are one on disk when their `LayerRecord.key` is the same.
+    Adding a store is one module in this package that implements this, and its entry in OPENERS (and in
+    PROBES when `store: auto` should find it).
     """
-    if store not in ("auto", "oci", "docker", "podman"):
-        raise ValueError(f"unknown store {store!r}")
-    if store in ("docker", "podman") or (store == "auto" and not store_path):
-        engine = _open_engine(store, docker_host, timeout, pool_size)
-        if engine is not None:
-            return engine
+
+    name: str  # the store's type, as results name it: oci, docker, podman
+    root: str  # where it is: a directory, or an engine's address
+
+    def describe(self) -> dict: ...
+
+    def images(self) -> list[ImageRecord]: ...
+
+    def puller(self, client: RegistryClient, concurrency: int, check_mode: bool) -> Puller: ...
+
+    def plan_removal(self, request: RemovalRequest) -> RemovalPlan: ...
+
+    def remove(self, request: RemovalRequest, check_mode: bool) -> RemovalPlan: ...
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Where the task's store is, from its options."""
+
+    path: Optional[str] = None  # the OCI store's directory
+    docker_host: Optional[str] = None
+    timeout: float = 60.0
+    pool_size: int = 10
+
+
+def _open_oci(_kind: str, options: StoreOptions) -> Store:
     from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore  # each backend loads when chosen
 
-    return OciStore(store_path or default_store_path(), lock_timeout=timeout)
+    return OciStore(options.path or default_store_path(), lock_timeout=options.timeout)
 
 
-def _open_engine(store: str, docker_host: Optional[str], timeout: float, pool_size: int):
-    """The engine `store` names; with `auto`, the first whose socket answers, or None."""
-    from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, default_docker_host
+def _open_engine(kind: str, options: StoreOptions) -> Store:
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import open_engine
 
-    if store != "auto":
-        engine = EngineStore(docker_host or default_docker_host(store), store, timeout, pool_size)
-    else:
-        candidates = [docker_host] if docker_host else [default_docker_host("docker"), default_docker_host("podman")]
-        engines = (EngineStore(host, "docker", timeout, pool_size) for host in dict.fromkeys(candidates))
-        engine = next((candidate for candidate in engines if candidate.client.ping()), None)
-        if engine is None:
-            return None
-    engine.kind = engine.client.info().name
-    return engine
+    return open_engine(kind, options.docker_host, options.timeout, options.pool_size)
+
+
+def _probe_engine(options: StoreOptions) -> Optional[Store]:
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import probe_engine
+
+    return probe_engine(options.docker_host, options.timeout, options.pool_size)
+
+
+OPENERS = {"oci": _open_oci, "docker": _open_engine, "podman": _open_engine}
+PROBES = (_probe_engine,)  # what `store: auto` tries, in order, when no store_path is given; else the OCI store
+
+
+def open_store(store: str = "auto", options: StoreOptions = StoreOptions()) -> Store:
+    """The store a task works on. `auto` is the embedded OCI layout when a store_path is given;
+    otherwise the first store a probe finds answering (a Docker or Podman engine), else the OCI layout."""
+    if store == "auto":
+        found = None if options.path else next((store for store in (probe(options) for probe in PROBES) if store is not None), None)
+        return found or _open_oci("oci", options)
+    if store not in OPENERS:
+        raise DockyardError("invalid_argument", f"store must be auto or one of {', '.join(OPENERS)}, not {store!r}")
+    return OPENERS[store](store, options)

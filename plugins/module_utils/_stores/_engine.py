@@ -15,65 +15,73 @@ import json
 import os
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import quote, unquote, urlsplit
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, label, layer_fate, plan_targets
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference_or_none
+from ansible_collections.dockyard.images.plugins.module_utils._requests import HTTPAdapter, HTTPConnection, HTTPConnectionPool, requests, urllib3
 
-try:
-    import requests
-    import urllib3
-    from requests.adapters import HTTPAdapter
+if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
-    class _UnixConnection(urllib3.connection.HTTPConnection):
-        def __init__(self, socket_path: str, *args, **kwargs):
-            self._socket_path = socket_path
-            super().__init__("localhost", *args, **kwargs)
+from ansible_collections.dockyard.images.plugins.module_utils._stores import (
+    ImageRecord,
+    LayerRecord,
+    RemovalPlan,
+    RemovalRequest,
+    image_label,
+    layer_fate,
+    plan_targets,
+)
 
-        def _new_conn(self):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
-            try:
-                sock.connect(self._socket_path)
-            except OSError as exc:
-                sock.close()
-                raise urllib3.exceptions.NewConnectionError(self, f"cannot connect to {self._socket_path}: {exc}") from None
-            return sock
 
-    class _UnixPool(urllib3.connectionpool.HTTPConnectionPool):
-        def __init__(self, socket_path: str, maxsize: int):
-            super().__init__("localhost", maxsize=maxsize)
-            self._socket_path = socket_path
+class _UnixConnection(HTTPConnection):
+    def __init__(self, socket_path: str, *args, **kwargs):
+        self._socket_path = socket_path
+        super().__init__("localhost", *args, **kwargs)
 
-        def _new_conn(self):
-            return _UnixConnection(self._socket_path, timeout=self.timeout.connect_timeout)
+    def _new_conn(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
+        try:
+            sock.connect(self._socket_path)
+        except OSError as exc:
+            sock.close()
+            raise urllib3.exceptions.NewConnectionError(self, f"cannot connect to {self._socket_path}: {exc}") from None
+        return sock
 
-    class UnixSocketAdapter(HTTPAdapter):
-        """Sends every request of a session to one unix socket."""
 
-        def __init__(self, socket_path: str, pool_size: int = 10):
-            self._pool = _UnixPool(socket_path, pool_size)
-            super().__init__()
+class _UnixPool(HTTPConnectionPool):
+    def __init__(self, socket_path: str, maxsize: int):
+        super().__init__("localhost", maxsize=maxsize)
+        self._socket_path = socket_path
 
-        def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-            return self._pool
+    def _new_conn(self):
+        return _UnixConnection(self._socket_path, timeout=self.timeout.connect_timeout)
 
-        def get_connection(self, url, proxies=None):
-            return self._pool
 
-        def request_url(self, request, proxies):
-            return request.path_url
+class UnixSocketAdapter(HTTPAdapter):
+    """Sends every request of a session to one unix socket."""
 
-        def close(self):
-            self._pool.close()
-            super().close()
+    def __init__(self, socket_path: str, pool_size: int = 10):
+        self._pool = _UnixPool(socket_path, pool_size)
+        super().__init__()
 
-    HAS_REQUESTS = True
-except ImportError:  # pragma: no cover - reported by the modules with missing_required_lib
-    HAS_REQUESTS = False
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        return self._pool
+
+    def get_connection(self, url, proxies=None):
+        return self._pool
+
+    def request_url(self, request, proxies):
+        return request.path_url
+
+    def close(self):
+        self._pool.close()
+        super().close()
+
 
 MAX_API_VERSION = (1, 45)
 ENGINE_URL = "http://docker-engine"
@@ -263,7 +271,7 @@ class EngineStore:
         return [LayerRecord(diff_id, size, "", chain) for diff_id, size, chain in zip(diff_ids, sizes, chain_ids(diff_ids))]
 
     def record_for(self, inspect: dict, tag: Optional[str], containers: dict, layers: Optional[list] = None) -> ImageRecord:
-        reference = _parse_or_none(tag) if tag else None
+        reference = parse_reference_or_none(tag) if tag else None
         platform = inspect_platform(inspect)
         return ImageRecord(
             reference=reference,
@@ -292,18 +300,24 @@ class EngineStore:
             records.extend(self.record_for(inspect, tag, containers, layers) for tag in tags)
         return records
 
-    def plan_removal(self, names: Optional[list], keep: Optional[list], force: bool, keep_missing: str = "fail") -> RemovalPlan:
+    def puller(self, client: RegistryClient, concurrency: int, check_mode: bool):
+        """The engine pulls (with our credentials, verified by its own client); check mode predicts from the registry."""
+        from ansible_collections.dockyard.images.plugins.module_utils._engine_pull import EnginePuller
+
+        return EnginePuller(self, client, concurrency, check_mode)
+
+    def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         """Which tags go, which images and layers the engine then deletes; refuses images in use."""
         records = self.images()
-        targets, remaining, missing, in_use = plan_targets(records, names, keep, keep_missing, f"the {self.kind} engine at {self.root}")
+        targets, remaining, missing, in_use = plan_targets(records, request, f"the {self.kind} engine at {self.root}")
         left = {record.id for record in remaining}
         busy = [record for record in targets if record.containers and record.id not in left]
-        if busy and not force:
+        if busy and not request.force:
             raise DockyardError(
                 "in_use",
-                "; ".join(f"{label(record)} is used by containers {_describe(record.containers)}" for record in busy)
+                "; ".join(f"{image_label(record)} is used by containers {_describe(record.containers)}" for record in busy)
                 + "; remove those containers first, or set force: true",
-                containers=[dict(container, image=label(record)) for record in busy for container in record.containers],
+                containers=[dict(container, image=image_label(record)) for record in busy for container in record.containers],
             )
         still_used = {layer.key for record in remaining for layer in record.layers}
         deleted = {}
@@ -313,12 +327,12 @@ class EngineStore:
         deleted_layers, kept_layers = layer_fate(targets, remaining, set(deleted))
         return RemovalPlan(targets, remaining, missing, in_use, deleted_layers, kept_layers, deleted)
 
-    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool, keep_missing: str = "fail") -> RemovalPlan:
-        plan = self.plan_removal(names, keep, force, keep_missing)
+    def remove(self, request: RemovalRequest, check_mode: bool) -> RemovalPlan:
+        plan = self.plan_removal(request)
         if check_mode:
             return plan
         for record in plan.targets:
-            params = {"force": "1" if force else "0", "noprune": "0" if prune else "1"}
+            params = {"force": "1" if request.force else "0", "noprune": "0" if request.prune else "1"}
             self.client.call("DELETE", f"/images/{quote(record.ref_name or record.id, safe='/:@')}", params=params, ok=(200, 404))
         return plan
 
@@ -340,6 +354,24 @@ class EngineStore:
         return held
 
 
+def open_engine(kind: str, docker_host: Optional[str], timeout: float, pool_size: int) -> EngineStore:
+    """The Docker Engine or Podman at docker_host, or at the default address for `kind`."""
+    engine = EngineStore(docker_host or default_docker_host(kind), kind, timeout, pool_size)
+    engine.kind = engine.client.info().name
+    return engine
+
+
+def probe_engine(docker_host: Optional[str], timeout: float, pool_size: int) -> Optional[EngineStore]:
+    """The first engine whose socket answers (docker_host, else Docker's then Podman's usual sockets), or None."""
+    candidates = [docker_host] if docker_host else [default_docker_host("docker"), default_docker_host("podman")]
+    for address in dict.fromkeys(candidates):
+        engine = EngineStore(address, "docker", timeout, pool_size)
+        if engine.client.ping():
+            engine.kind = engine.client.info().name
+            return engine
+    return None
+
+
 def _describe(containers: list) -> str:
     return ", ".join("{} ({}, {})".format(c["name"], c["id"], c["state"]) for c in containers)
 
@@ -353,19 +385,12 @@ def full_image_id(image_id: str) -> str:
     return image_id if ":" in image_id or not image_id else f"sha256:{image_id}"
 
 
-def _parse_or_none(text: str) -> Optional[Reference]:
-    try:
-        return parse_reference(text)
-    except DockyardError:
-        return None
-
-
 def repository_digests(reference: Optional[Reference], repo_digests: list) -> list:
     """The digests the engine recorded (RepoDigests) for this reference's repository."""
     found = []
     for entry in repo_digests:
         name, _sep, digest = entry.rpartition("@")
-        held = _parse_or_none(name)
+        held = parse_reference_or_none(name)
         if reference is not None and held is not None and held.name == reference.name:
             found.append(digest)
     return found

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK, DIGEST_ALGORITHMS, FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -40,8 +40,12 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     read_config,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, layer_fate, plan_targets
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest, parse_reference_or_none
+
+if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, RemovalRequest, layer_fate, plan_targets
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -59,9 +63,9 @@ _WALKED_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 
 
 def _split_digest(digest: str) -> tuple:
-    algorithm, _sep, encoded = digest.partition(":")
-    if algorithm not in DIGEST_ALGORITHMS or not encoded or not all(c in "0123456789abcdef" for c in encoded):
+    if not is_digest(digest):
         raise DockyardError("store_corrupt", f"{digest!r} is not a digest this store can hold")
+    algorithm, _sep, encoded = digest.partition(":")
     return algorithm, encoded
 
 
@@ -382,22 +386,28 @@ class OciStore:
                     found[f"{algorithm}:{name}"] = os.path.getsize(os.path.join(folder, name))
         return found
 
-    def plan_removal(self, names: Optional[list], keep: Optional[list], prune: bool, keep_missing: str = "fail") -> RemovalPlan:
+    def puller(self, client: RegistryClient, concurrency: int, check_mode: bool):
+        """The store receives blobs itself: each verified, committed atomically, then the images tagged at once."""
+        from ansible_collections.dockyard.images.plugins.module_utils._pull import OciPuller
+
+        return OciPuller(self, client, concurrency, check_mode)
+
+    def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         records = self.images()
-        targets, remaining, missing, in_use = plan_targets(records, names, keep, keep_missing, f"the oci store at {self.root}")
+        targets, remaining, missing, in_use = plan_targets(records, request, f"the oci store at {self.root}")
         gone = [record.handle for record in targets]
         needed = self.reachable([entry for entry in self.entries() if entry not in gone])
-        deleted = {digest: size for digest, size in self.blobs_on_disk().items() if digest not in needed} if prune else {}
+        deleted = {digest: size for digest, size in self.blobs_on_disk().items() if digest not in needed} if request.prune else {}
         deleted_layers, kept_layers = layer_fate(targets, remaining, set(deleted))
         return RemovalPlan(targets, remaining, missing, in_use, deleted_layers, kept_layers, deleted)
 
-    def remove(self, names: Optional[list], keep: Optional[list], prune: bool, force: bool, check_mode: bool, keep_missing: str = "fail") -> RemovalPlan:
+    def remove(self, request: RemovalRequest, check_mode: bool) -> RemovalPlan:
         """Untag, then delete the blobs nothing needs any more, holding the store's exclusive lock.
         `force` changes nothing here: no container runs from this store."""
         if check_mode or not self.exists():
-            return self.plan_removal(names, keep, prune, keep_missing)
+            return self.plan_removal(request)
         with self.gc_lock():
-            plan = self.plan_removal(names, keep, prune, keep_missing)
+            plan = self.plan_removal(request)
             if plan.targets:
                 gone = [record.handle for record in plan.targets]
                 with self._lock("index.lock", fcntl.LOCK_EX):
@@ -425,12 +435,7 @@ class OciStore:
 
 def _full_reference(text: Optional[str]) -> Optional[Reference]:
     """The reference a ref.name spells, if it is a full one; other tools often write a bare tag."""
-    if not text or "/" not in text:
-        return None
-    try:
-        return parse_reference(text)
-    except DockyardError:
-        return None
+    return parse_reference_or_none(text) if text and "/" in text else None
 
 
 def oci_manifest(manifest: Manifest) -> bytes:

@@ -10,6 +10,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     ImageRecord,
     LayerRecord,
     RemovalPlan,
+    RemovalRequest,
     layer_fate,
     plan_targets,
     select_all,
@@ -30,13 +31,13 @@ RECORDS = [APP_1, APP_LATEST, WORKER_1]
 
 
 def test_names_select_by_reference_or_id_prefix_and_report_what_is_missing():
-    targets, remaining, missing, in_use = plan_targets(RECORDS, ["app:1", "2222222222222", "nope:1"], None)
+    targets, remaining, missing, in_use = plan_targets(RECORDS, RemovalRequest(names=["app:1", "2222222222222", "nope:1"]))
     assert targets == [APP_1, WORKER_1] and remaining == [APP_LATEST]
     assert missing == ["nope:1"] and in_use == []
 
 
 def test_keep_takes_everything_else_except_images_in_use():
-    targets, remaining, missing, in_use = plan_targets(RECORDS, None, ["app:latest"])
+    targets, remaining, missing, in_use = plan_targets(RECORDS, RemovalRequest(keep=["app:latest"]))
     assert targets == [APP_1] and in_use == [WORKER_1] and missing == []
     assert remaining == [APP_LATEST, WORKER_1]
 
@@ -111,7 +112,7 @@ def test_a_name_selects_the_images_it_means_in_every_form(text, expected):
     ],
 )
 def test_keep_keeps_every_image_an_entry_names_and_removes_the_rest_not_in_use(keep, kept):
-    targets, remaining, missing, in_use = plan_targets(STORE, None, keep)
+    targets, remaining, missing, in_use = plan_targets(STORE, RemovalRequest(keep=keep))
     assert missing == [] and in_use == [WORKER_1]
     assert remaining == [r for r in STORE if any(r is k for k in [*kept, WORKER_1])]
     assert targets == [r for r in STORE if not any(r is k for k in [*kept, WORKER_1])]
@@ -127,7 +128,7 @@ def test_keep_keeps_every_image_an_entry_names_and_removes_the_rest_not_in_use(k
 )
 def test_a_keep_entry_that_names_no_image_fails_before_any_target_is_chosen(keep, named_nothing):
     with pytest.raises(DockyardError) as failed:
-        plan_targets(STORE, None, keep, where="the oci store at /srv/oci")
+        plan_targets(STORE, RemovalRequest(keep=keep), where="the oci store at /srv/oci")
     assert failed.value.reason == "invalid_argument"
     assert failed.value.details["missing"] == named_nothing
     for text in (*named_nothing, "the oci store at /srv/oci", "keep_missing: ignore"):
@@ -135,21 +136,21 @@ def test_a_keep_entry_that_names_no_image_fails_before_any_target_is_chosen(keep
 
 
 def test_keep_missing_ignore_keeps_what_the_other_entries_name_and_reports_the_rest():
-    _targets, remaining, missing, in_use = plan_targets(STORE, None, ["app:1", "ap:1"], keep_missing="ignore")
+    _targets, remaining, missing, in_use = plan_targets(STORE, RemovalRequest(keep=["app:1", "ap:1"], keep_missing="ignore"))
     assert missing == ["ap:1"] and in_use == [WORKER_1]
     assert remaining == [APP_1, WORKER_1]
 
 
 def test_an_empty_keep_is_refused_unless_keep_missing_is_ignore():
     with pytest.raises(DockyardError) as failed:
-        plan_targets(STORE, None, [], where="the docker engine at unix:///run/docker.sock")
+        plan_targets(STORE, RemovalRequest(keep=[]), where="the docker engine at unix:///run/docker.sock")
     assert failed.value.reason == "invalid_argument"
     assert "keep_missing: ignore" in failed.value.message and "unix:///run/docker.sock" in failed.value.message
-    targets, remaining, missing, in_use = plan_targets(STORE, None, [], keep_missing="ignore")
+    targets, remaining, missing, in_use = plan_targets(STORE, RemovalRequest(keep=[], keep_missing="ignore"))
     assert remaining == in_use == [WORKER_1] and missing == []
     assert targets == [r for r in STORE if r is not WORKER_1]
 
 
 def test_names_that_mean_nothing_are_only_reported_whatever_keep_missing_says():
-    targets, _remaining, missing, _in_use = plan_targets(STORE, ["ap:1", f"redis@{REDIS_DIGEST}"], None)
+    targets, _remaining, missing, _in_use = plan_targets(STORE, RemovalRequest(names=["ap:1", f"redis@{REDIS_DIGEST}"]))
     assert targets == [REDIS] and missing == ["ap:1"]
