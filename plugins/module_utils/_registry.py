@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 from urllib.parse import urljoin
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host
@@ -97,10 +97,17 @@ def _range_matches(content_range: Optional[str], offset: int, total: int) -> boo
         return False
 
 
-def _read_manifest(endpoint: Endpoint, response, what: str) -> tuple:
-    """(bytes, the type its Content-Type names) of a manifest response, its size capped."""
+class ManifestResponse(NamedTuple):
+    """A manifest as a registry answered it: its bytes (size capped), and what the headers claim."""
+
+    body: bytes
+    header_type: str  # the media type Content-Type names
+    header_digest: Optional[str]  # Docker-Content-Digest
+
+
+def _read_manifest(endpoint: Endpoint, response, what: str) -> ManifestResponse:
     header_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
-    return endpoint.read(response, what, MAX_MANIFEST_BYTES), header_type
+    return ManifestResponse(endpoint.read(response, what, MAX_MANIFEST_BYTES), header_type, response.headers.get("Docker-Content-Digest"))
 
 
 class Registry:
@@ -156,8 +163,7 @@ class Registry:
         what = f"fetching manifest {ref} of {reference.familiar}"
 
         def get(endpoint: Endpoint):
-            response = self._manifest_request(endpoint, "GET", reference, ref, what)
-            return (*_read_manifest(endpoint, response, what), response.headers.get("Docker-Content-Digest"))
+            return _read_manifest(endpoint, self._manifest_request(endpoint, "GET", reference, ref, what), what)
 
         body, header_type, header_digest = self._each_endpoint(get, what)
         digest = sha256_digest(body)
@@ -336,7 +342,7 @@ class Destination:
         response = self._manifest("GET", path, digest, what)
         if response is None:
             return None
-        body, header_type = _read_manifest(self.endpoint, response, what)
+        body, header_type, _digest = _read_manifest(self.endpoint, response, what)
         if sha256_digest(body) != digest:
             raise DockyardError("digest_mismatch", f"{what}: its bytes hash to {sha256_digest(body)}")
         return Manifest(body, manifest_media_type(body, header_type, what), digest)
