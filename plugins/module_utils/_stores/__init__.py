@@ -399,8 +399,8 @@ def open_store(store: str = "auto", options: StoreOptions = StoreOptions()) -> S
     """The store a task works on. `auto` is the embedded OCI layout when a store_path is given;
     otherwise the first store a probe finds answering (a Docker or Podman engine), else the OCI layout."""
     if store == "auto":
-        found = None if options.path else next((store for store in (probe(options) for probe in PROBES) if store is not None), None)
-        return found or _open_oci("oci", options)
+        answering = () if options.path else (probe(options) for probe in PROBES)
+        return next((found for found in answering if found is not None), None) or _open_oci("oci", options)
     if store not in OPENERS:
         raise DockyardError("invalid_argument", f"store must be auto or one of {', '.join(OPENERS)}, not {store!r}")
     return OPENERS[store](store, options)
