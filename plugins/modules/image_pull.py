@@ -138,7 +138,7 @@ images:
       description:
         - The platform pulled, C(os/arch[/variant]).
         - In check mode, null for an image published for one platform only whose config the store lacks, unless
-          O(platform) is set: only its config names the platform, and a plan fetches no blob.
+          O(platform) is set; only its config names the platform, and a plan fetches no blob.
       type: str
       sample: linux/amd64
     platform_fallback:
