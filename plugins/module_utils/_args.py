@@ -29,9 +29,11 @@ MAX_CONCURRENCY = 64
 
 def store_argument_spec() -> dict:
     return {
-        "store": {"type": "str", "default": "auto", "choices": ["auto", "oci", "docker", "podman"]},
+        "store": {"type": "str", "default": "auto", "choices": ["auto", "oci", "docker", "podman", "containerd"]},
         "store_path": {"type": "path"},
         "docker_host": {"type": "str"},
+        "containerd_address": {"type": "str", "default": "/run/containerd/containerd.sock"},
+        "containerd_namespace": {"type": "str", "default": "k8s.io"},
     }
 
 
@@ -113,7 +115,14 @@ def transfer_client(params: dict, images: int) -> RegistryClient:
 
 def store_from_params(params: dict, pool_size: int = 10):
     check_timeout(params)
-    options = StoreOptions(params.get("store_path"), params.get("docker_host"), float(params.get("timeout") or 60), pool_size)
+    options = StoreOptions(
+        params.get("store_path"),
+        params.get("docker_host"),
+        float(params.get("timeout") or 60),
+        pool_size,
+        containerd_address=params.get("containerd_address"),
+        containerd_namespace=params.get("containerd_namespace"),
+    )
     return open_store(params["store"], options)
 
 

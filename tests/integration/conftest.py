@@ -7,7 +7,7 @@ import pytest
 import requests
 import trustme
 
-from support.engines import DockerEngine, PodmanService
+from support.engines import ContainerdService, DockerEngine, PodmanService
 from support.images import Image, Index, Pusher, make_layer, random_layer
 from support.proxy import FaultProxy
 from support.registry import PASSWORD, USER, RegistryServer
@@ -152,3 +152,11 @@ def engine(request):
     found.remove_all_images()
     found.kind = request.param
     return found
+
+
+@pytest.fixture(scope="session")
+def containerd_service(tmp_path_factory):
+    """Debian's containerd with its own root, state directory, socket and config."""
+    service = ContainerdService(str(tmp_path_factory.mktemp("containerd"))).start()
+    yield service
+    service.stop()

@@ -1,5 +1,5 @@
 """The store contract (support.store_contract) against every store, through the Store protocol
-only: the OCI store, Docker Engine and Podman, each empty at the start of a case."""
+only: the OCI store, Docker Engine, Podman and containerd, each empty at the start of a case."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
 from support.store_contract import CASES, Pushed
 
 
-@pytest.fixture(params=["oci", "docker", "podman"])
+@pytest.fixture(params=["oci", "docker", "podman", "containerd"])
 def store(request, tmp_path):
     if request.param == "oci":
         return open_store("oci", StoreOptions(path=str(tmp_path / "oci")))
+    if request.param == "containerd":
+        service = request.getfixturevalue("containerd_service")
+        service.remove_all()
+        return open_store("containerd", StoreOptions(containerd_address=service.socket_path))
     engine = request.getfixturevalue(f"{request.param}_engine")
     engine.remove_all_images()
     return open_store(request.param, StoreOptions(docker_host=engine.docker_host))

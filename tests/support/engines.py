@@ -119,3 +119,70 @@ class PodmanService(Engine):
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         wait_for(lambda: os.path.exists(self.socket_path) and self.ping(), timeout=60, what="podman system service")
         return self
+
+
+class ContainerdService:
+    """Debian's containerd with its own root, state, socket and config, its CRI plugin on and on loopback only."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.socket_path = os.path.join(workdir, "containerd.sock")
+        self.config_path = os.path.join(workdir, "config.toml")
+        self.process = None
+
+    def start(self) -> ContainerdService:
+        for folder in ("root", "state", "cni/bin", "cni/conf"):
+            os.makedirs(os.path.join(self.workdir, folder), exist_ok=True)
+        with open(self.config_path, "w", encoding="utf-8") as handle:
+            handle.write(
+                "version = 2\n"
+                f'root = "{self.workdir}/root"\n'
+                f'state = "{self.workdir}/state"\n'
+                "[grpc]\n"
+                f'  address = "{self.socket_path}"\n'
+                '[plugins."io.containerd.grpc.v1.cri"]\n'
+                "  disable_tcp_service = true\n"
+                '  stream_server_address = "127.0.0.1"\n'
+                '  stream_server_port = "0"\n'
+                '  [plugins."io.containerd.grpc.v1.cri".cni]\n'
+                f'    bin_dir = "{self.workdir}/cni/bin"\n'
+                f'    conf_dir = "{self.workdir}/cni/conf"\n'
+            )
+        binary = shutil.which("containerd") or "/usr/bin/containerd"
+        with open(os.path.join(self.workdir, "containerd.log"), "ab") as log:
+            self.process = subprocess.Popen([binary, "--config", self.config_path], stdout=log, stderr=log)
+        wait_for(lambda: os.path.exists(self.socket_path) and self.ctr("version").returncode == 0, timeout=60, what="containerd")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def ctr(self, *args: str, namespace: str = "k8s.io", stdin: Optional[bytes] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        """`ctr` against this containerd; the completed process, with text output."""
+        command = [shutil.which("ctr") or "/usr/bin/ctr", "--address", self.socket_path, "--namespace", namespace, *args]
+        done = subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, check=False)
+        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
+
+    def ok(self, *args: str, **kwargs) -> str:
+        done = self.ctr(*args, **kwargs)
+        assert done.returncode == 0, f"ctr {' '.join(args)} failed: {done.stderr}"
+        return done.stdout
+
+    def image_names(self, namespace: str = "k8s.io") -> dict:
+        """name: target digest of every image of the namespace."""
+        rows = [line.split() for line in self.ok("images", "ls", namespace=namespace).splitlines()[1:]]
+        return {row[0]: row[2] for row in rows if len(row) >= 3}
+
+    def remove_all(self, namespace: str = "k8s.io") -> None:
+        """Every task, container and image of the namespace, then wait for the garbage collector."""
+        for task in self.ok("tasks", "ls", "--quiet", namespace=namespace).split():
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", task, namespace=namespace)
+            self.ctr("tasks", "delete", "--force", task, namespace=namespace)
+        containers = self.ok("containers", "ls", "--quiet", namespace=namespace).split()
+        if containers:
+            self.ok("containers", "rm", *containers, namespace=namespace)
+        names = list(self.image_names(namespace))
+        if names:
+            self.ok("images", "rm", "--sync", *names, namespace=namespace)

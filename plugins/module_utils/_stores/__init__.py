@@ -371,6 +371,8 @@ class StoreOptions:
     docker_host: Optional[str] = None
     timeout: float = 60.0
     pool_size: int = 10
+    containerd_address: Optional[str] = None  # containerd's socket; its default when None
+    containerd_namespace: Optional[str] = None  # k8s.io when None
 
 
 def _open_oci(_kind: str, options: StoreOptions) -> Store:
@@ -391,8 +393,20 @@ def _probe_engine(options: StoreOptions) -> Optional[Store]:
     return probe_engine(options.docker_host, options.timeout, options.pool_size)
 
 
-OPENERS = {"oci": _open_oci, "docker": _open_engine, "podman": _open_engine}
-PROBES = (_probe_engine,)  # what `store: auto` tries, in order, when no store_path is given; else the OCI store
+def _open_containerd(_kind: str, options: StoreOptions) -> Store:
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._containerd import open_containerd
+
+    return open_containerd(options.containerd_address, options.containerd_namespace, options.timeout)
+
+
+def _probe_containerd(options: StoreOptions) -> Optional[Store]:
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._containerd import probe_containerd
+
+    return probe_containerd(options.containerd_address, options.containerd_namespace, options.timeout)
+
+
+OPENERS = {"oci": _open_oci, "docker": _open_engine, "podman": _open_engine, "containerd": _open_containerd}
+PROBES = (_probe_engine, _probe_containerd)  # what `store: auto` tries, in order, when no store_path is given; else the OCI store
 
 
 def open_store(store: str = "auto", options: StoreOptions = StoreOptions()) -> Store:
