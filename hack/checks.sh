@@ -9,8 +9,9 @@ echo "== ruff"
 ruff check .
 ruff format --check .
 
-echo "== pytest (unit and integration)"
-python3 -m pytest -q
+echo "== pytest (unit and integration), with the coverage of module_utils"
+python3 -m coverage run -m pytest -q
+python3 hack/coverage_table.py
 
 echo "== module_utils with Debian's own python3-requests, as managed hosts have it"
 .venv-hosts/bin/python -m pytest -q -p no:cacheprovider tests/unit/plugins/module_utils
