@@ -158,6 +158,13 @@ class EnginePuller:
         after = self.store.find(reference)
         if after is None:
             raise DockyardError("engine_error", f"the engine finished pulling {reference.familiar} but does not hold it")
+        if request.platform_explicit and not _runs_on(after, request.platform):  # engines take what there is without a word
+            found = inspect_platform(after)
+            raise DockyardError(
+                "platform_not_found",
+                f"the image is for {found} only, not {request.platform}, and the engine pulled that one; set platform to {found} or use another image",
+                platforms_available=[str(found)],
+            )
         record = self.store.record_for(after, None, {})
         result.id = record.id
         result.platform = str(record.platform) if record.platform else None

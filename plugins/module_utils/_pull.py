@@ -82,6 +82,7 @@ class OciPuller:
         self.check_mode = check_mode
         self._inflight = {}
         self._inflight_lock = threading.Lock()
+        self._configs = {}  # digest: the bytes of a config read while resolving, before room was reserved
 
     def pull(self, requests: list) -> list:
         plans = [_Plan(request, PullResult(request)) for request in requests]
@@ -145,16 +146,22 @@ class OciPuller:
         result.platform = str(plan.platform) if plan.platform else None
 
     def _config_platform(self, registry, resolved: ResolvedImage, request: PullRequest) -> Optional[Platform]:
-        """A single-manifest image names its platform only in its config; check it when asked. Check
-        mode fetches a config the store lacks only for that check, so that a plan costs no blob."""
-        if self.check_mode and not self.store.has_blob(resolved.config.digest, resolved.config.size):
-            if not request.platform_explicit:
-                return None
-            config = registry.fetch_blob_bytes(request.reference, resolved.config)
+        """A single-manifest image names its platform only in its config. Read it now when the store holds
+        it, or when the task asks for a platform, to refuse a wrong one before anything is downloaded (into
+        memory: it is written with the image's other blobs once room is reserved for them); otherwise None,
+        and the config is read when it has arrived with them (_await_blobs), so that a plan, and an image
+        refused for room, fetch no blob."""
+        config = resolved.config
+        if self.store.has_blob(config.digest, config.size):
+            body = self.store.read_blob(config.digest)
+        elif not request.platform_explicit:
+            return None
         else:
-            self._download(request.reference, resolved.config)
-            config = self.store.read_blob(resolved.config.digest)
-        found = read_config(config, f"the config {resolved.config.digest}").platform
+            with self._gate(config.digest):  # images sharing a config fetch it once
+                if config.digest not in self._configs:
+                    self._configs[config.digest] = registry.fetch_blob_bytes(request.reference, config)
+            body = self._configs[config.digest]
+        found = read_config(body, f"the config {config.digest}").platform
         if request.platform_explicit and found is not None and not runs_on(found, request.platform):
             raise DockyardError(
                 "platform_not_found",
@@ -206,10 +213,11 @@ class OciPuller:
 
     def _download(self, reference: Reference, descriptor: Descriptor) -> None:
         """Fetch one blob into the store; workers wanting the same blob wait for one download."""
-        with self._inflight_lock:
-            gate = self._inflight.setdefault(descriptor.digest, threading.Lock())
-        with gate:
+        with self._gate(descriptor.digest):
             if self.store.has_blob(descriptor.digest, descriptor.size):
+                return
+            if descriptor.digest in self._configs:  # read and verified while resolving: written, not fetched again
+                self.store.put_blob(self._configs[descriptor.digest])
                 return
             partial = self.store.open_partial(descriptor.digest)
             try:
@@ -218,6 +226,11 @@ class OciPuller:
                     self.store.commit_partial(partial, descriptor.digest)
             finally:
                 partial.close()
+
+    def _gate(self, digest: str) -> threading.Lock:
+        """The lock of one blob: workers wanting the same blob wait for one fetch."""
+        with self._inflight_lock:
+            return self._inflight.setdefault(digest, threading.Lock())
 
     def _finish(self, plans: list, downloads: dict) -> None:
         """Store every image's manifests while the blobs arrive, then tag the images whose blobs all
@@ -242,7 +255,11 @@ class OciPuller:
         for descriptor in plan.wanted_blobs:
             downloads[descriptor.digest].result()
         config = plan.resolved.config
-        read_config(self.store.read_blob(config.digest) or b"", f"the config {config.digest}")
+        found = read_config(self.store.read_blob(config.digest) or b"", f"the config {config.digest}").platform
+        if plan.platform is None and found is not None:  # a single-manifest image: its config names its platform
+            plan.platform = found
+            plan.result.platform = str(found)
+            plan.new_entry = self._index_entry(plan)
 
     def _record(self, plans: list) -> None:
         try:

@@ -261,12 +261,6 @@ def test_an_image_the_disk_has_no_room_for_fails_disk_full_before_any_download_a
     assert (tagged(store, registry, "team/app:1") is not None) is not check_mode
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a real pull downloads each single-platform image's config while resolving, before room is "
-    "reserved, so an image refused disk_full still fetches and keeps its config, and bytes_needed leaves the configs "
-    "out: the real run reports fewer bytes than check mode predicted",
-)
 def test_an_image_refused_for_room_fetches_nothing_and_reports_the_bytes_check_mode_predicted(store, client, registry, monkeypatch):
     free = sum(blobs_of(APP).values()) + 100
     monkeypatch.setattr(store, "free_bytes", lambda: free)
