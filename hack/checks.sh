@@ -4,6 +4,8 @@
 # tools of .venv/ first on PATH. hack/test.sh sets up, then runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Python as a clean machine runs it: output buffered when it goes to a pipe.
+unset PYTHONUNBUFFERED
 
 echo "== ruff"
 ruff check .

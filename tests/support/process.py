@@ -17,6 +17,7 @@ process = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
 output = process.stdout.read()
 _, status, usage = os.wait4(process.pid, 0)
 sys.stdout.write(str(usage.ru_maxrss * 1024) + chr(10))
+sys.stdout.flush()  # the text layer buffers: without PYTHONUNBUFFERED the figure would follow the output
 sys.stdout.buffer.write(output)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
