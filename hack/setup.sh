@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-test}"
+if [[ "$profile" != test && "$profile" != demo ]]; then
+  echo "usage: hack/setup.sh [test|demo]: install what the tests (the default) or the demo need" >&2
+  exit 2
+fi
 
 # The demo: a local registry, and ansible-core with what the collection needs on the controller.
 packages=(python3 python3-venv docker-registry)

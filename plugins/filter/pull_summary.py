@@ -9,7 +9,7 @@ name: pull_summary
 short_description: Say in a few lines what a pull will move, or moved
 version_added: 0.1.0
 description:
-  - Turns the results of M(dockyard.images.image_pull) into lines a person reads while a fleet is pre-warmed
+  - Turns the results of M(dockyard.images.image_pull) into lines a person reads while a fleet is pre-warmed;
     a headline with the number of images and bytes, then one line per image that moves (or moved) with its
     platform, its bytes and its layers. Sizes are in the units C(docker images) uses.
   - Run on the results of a pull in check mode, it is the plan; on the results of a real pull, what was done.
@@ -18,12 +18,13 @@ positional: _input
 options:
   _input:
     description:
-      - The registered result of M(dockyard.images.image_pull), of a loop over it (with C(results)), or a list of them.
-      - Items of a loop that were skipped are left out.
+      - The registered result of M(dockyard.images.image_pull), of a loop over it (with C(results)), a list of them, or a
+        list of the images such results hold.
+      - Items of a loop that were skipped are left out; images that failed are counted and named with their reason.
     type: raw
     required: true
   planned:
-    description: Whether the results are a plan (check mode): the lines then say what will move rather than what moved.
+    description: Whether the results are a plan, from check mode; the lines then say what will move rather than what moved.
     type: bool
     default: false
 author:
@@ -58,37 +59,68 @@ from ansible_collections.dockyard.images.plugins.plugin_utils._report import hum
 
 
 def pull_summary(results, planned=False):
-    images = list(_images(results))
-    moving = [image for image in images if image.get("changed")]
-    downloaded = sum(image.get("downloaded_bytes") or 0 for image in images)
-    reused = sum(image.get("reused_bytes") or 0 for image in images)
-    if planned and not moving:
-        return [f"nothing to pull: {plural(len(images), 'image')} already here"]
+    images, failures = [], []
+    for item in _items(results):
+        if isinstance(item.get("images"), list):
+            images.extend(item["images"])
+        elif "reference" in item:
+            images.append(item)
+        elif item.get("failed"):  # the whole task failed before any image: its message
+            failures.append(f"  failed: {item.get('msg') or 'no message'}")
+    failed = [image for image in images if image.get("failed")]
+    moving = [image for image in images if image.get("changed") and not image.get("failed")]
+    present = len(images) - len(moving) - len(failed)
+    downloaded = sum(image.get("downloaded_bytes") or 0 for image in moving)
+    reused = sum(image.get("reused_bytes") or 0 for image in images if not image.get("failed"))
+    unknown = " (the engine reports no sizes)" if any(_size_unknown(image) for image in moving) else ""
     if planned:
-        headline = f"{len(moving)} of {plural(len(images), 'image')} to pull: {human_size(downloaded)} to download, {human_size(reused)} reused"
+        headline = (
+            f"{len(moving)} of {plural(len(images), 'image')} to pull: {human_size(downloaded)} to download{unknown}, {human_size(reused)} reused"
+            if moving
+            else (f"nothing to pull: {plural(present, 'image')} already here" if present else "no image to pull")
+        )
     else:
-        headline = f"{len(moving)} pulled, {len(images) - len(moving)} already here: {human_size(downloaded)} downloaded, {human_size(reused)} reused"
-    return [headline] + [_image_line(image, "to fetch" if planned else "fetched") for image in moving]
+        headline = f"{len(moving)} pulled, {present} already here: {human_size(downloaded)} downloaded{unknown}, {human_size(reused)} reused"
+    if failed:
+        headline += f"; {len(failed)} failed"
+    lines = [_image_line(image, "to fetch" if planned else "fetched") for image in moving]
+    lines += [f"  {_name(image)}: failed, {image.get('reason') or 'see the task result'}" for image in failed]
+    return [headline, *lines, *failures]
 
 
-def _images(results):
+def _items(results):
+    """Each result dict in `results`: a result, a loop's results, or lists of them; skipped loop items left out."""
     if isinstance(results, list):
         for result in results:
-            yield from _images(result)
-    elif isinstance(results, dict) and "results" in results:
-        yield from _images(results["results"])
-    elif isinstance(results, dict) and isinstance(results.get("images"), list):
-        yield from results["images"]
-    elif not (isinstance(results, dict) and results.get("skipped")):
-        raise AnsibleFilterError("pull_summary expects the registered result of dockyard.images.image_pull, or of a loop over it")
+            yield from _items(result)
+    elif isinstance(results, dict) and isinstance(results.get("results"), list):
+        yield from _items(results["results"])
+    elif isinstance(results, dict):
+        if not results.get("skipped"):
+            yield results
+    else:
+        raise AnsibleFilterError(
+            f"pull_summary expects the registered result of dockyard.images.image_pull, of a loop over it, or its images, not {type(results).__name__}"
+        )
+
+
+def _name(image: dict) -> str:
+    """The image as the task asked for it, without a lockfile's pinned digest when a tag names it."""
+    name = image.get("reference") or image.get("canonical") or "?"
+    named, _at, digest = name.partition("@")
+    return named if digest and ":" in named.rsplit("/", 1)[-1] else name
+
+
+def _size_unknown(image: dict) -> bool:
+    return any(layer.get("size") is None for layer in image.get("layers") or [] if layer.get("status") == "pull_complete")
 
 
 def _image_line(image: dict, done: str) -> str:
     layers = image.get("layers") or []
     fetched = sum(1 for layer in layers if layer.get("status") == "pull_complete")
     platform = f" ({image['platform']})" if image.get("platform") else ""
-    name = image.get("canonical") or image.get("reference")
-    return f"  {name}{platform}: {fetched} of {plural(len(layers), 'layer')} {done}, {human_size(image.get('downloaded_bytes') or 0)}"
+    size = "size unknown" if _size_unknown(image) else human_size(image.get("downloaded_bytes") or 0)
+    return f"  {_name(image)}{platform}: {fetched} of {plural(len(layers), 'layer')} {done}, {size}"
 
 
 class FilterModule:

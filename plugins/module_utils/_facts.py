@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What image_facts reports: the images a store holds with their sharing, or what a registry says
-references are, without pulling. Every image entry is an ImageRecord's `to_dict`.
+references are, without pulling. Every image entry is an ImageRecord's `to_dict` (but for a digest
+alone, with digests_only: its reference and digest).
 
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """

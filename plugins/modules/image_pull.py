@@ -137,8 +137,8 @@ images:
     platform:
       description:
         - The platform pulled, C(os/arch[/variant]).
-        - In check mode, null for an image published for one platform only whose config the store lacks, unless
-          O(platform) is set; only its config names the platform, and a plan fetches no blob.
+        - With the OCI store, null in check mode for an image published for one platform only whose config the store
+          lacks, unless O(platform) is set; only its config names the platform, and a plan fetches no blob.
       type: str
       sample: linux/amd64
     platform_fallback:

@@ -188,3 +188,21 @@ def test_a_rollout_in_batches_stops_when_too_many_hosts_fail(registry, corpus, t
     assert planned == ["host01", "host02", "host03", "host04"], "the batch after the failure never started"
     failure = next(r["result"] for r in results if r["host"] == "host03" and r["status"] == "failed")
     assert failure["results"][0]["reason"] in ("invalid_argument", "store_corrupt"), failure
+
+
+def test_an_image_that_cannot_be_pulled_fails_its_host_but_the_others_arrive_and_the_plan_names_it(registry, corpus, tmp_path):
+    store = tmp_path / "store"
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/nope:9", f"{registry.host}/team/worker:1"]
+    extra = {"prewarm_images": names, "prewarm_store": "oci", "prewarm_store_path": str(store)}
+    playbook = tmp_path / "prewarm-only.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
+    done, results = run_playbook(str(playbook), extra, args=["-i", "localhost,", "-c", "local"])
+    assert done.returncode != 0
+    assert f"  {registry.host}/team/nope:9: failed, not_found" in done.stdout, "the plan names the image and why"
+    failed = next(r["result"] for r in results if r["status"] == "failed")
+    assert failed["results"][0]["reason"] == "not_found"
+    held = {image["canonical"] for image in failed["results"][0]["images"] if not image.get("failed")}
+    assert held == {names[0], names[2]}
+    index = json.loads((store / "index.json").read_text())
+    tagged = {m["annotations"]["io.containerd.image.name"] for m in index["manifests"]}
+    assert tagged == {names[0], names[2]}, "the good images were pulled and tagged"

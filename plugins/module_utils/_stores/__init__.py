@@ -16,7 +16,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, image_id_prefix, parse_reference
 
-if TYPE_CHECKING:  # a removal or a listing loads no registry client
+if TYPE_CHECKING:  # for annotations only: the registry client is the pullers' business
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 # -- what a pull asks for and reports, whatever the store --------------------------------------
@@ -346,7 +346,8 @@ class Store(Protocol):
 
     Sharing is read from the records: two layers are one on disk when their `LayerRecord.key` is the same.
     Adding a store is one module in this package that implements this, and its entry in OPENERS (and in
-    PROBES when `store: auto` should find it).
+    PROBES when `store: auto` should find it); its name and options go into the modules' shared options,
+    store_argument_spec in _args and its twin, the store doc fragment.
     """
 
     name: str  # the store's type, as results name it: oci, docker, podman

@@ -90,7 +90,7 @@ def test_the_table_has_docker_columns_plus_sharing():
 
 def test_a_pull_is_summed_up_in_a_headline_and_a_line_per_image_that_moves():
     def image(name, changed, downloaded, reused, statuses):
-        layers = [{"digest": f"sha256:{n}", "status": status} for n, status in enumerate(statuses)]
+        layers = [{"digest": f"sha256:{n}", "size": 1000, "status": status} for n, status in enumerate(statuses)]
         return {"canonical": name, "platform": "linux/amd64", "changed": changed, "downloaded_bytes": downloaded, "reused_bytes": reused, "layers": layers}
 
     web = image("r.test/web:1", True, 12_000_000, 3_000_000, ["already_exists", "pull_complete"])
@@ -105,5 +105,19 @@ def test_a_pull_is_summed_up_in_a_headline_and_a_line_per_image_that_moves():
         "  r.test/web:1 (linux/amd64): 1 of 2 layers fetched, 12MB",
     ]
     assert pull_summary({"images": [base]}, planned=True) == ["nothing to pull: 1 image already here"]
+    assert pull_summary([], planned=True) == ["no image to pull"]
     with pytest.raises(AnsibleFilterError, match="image_pull"):
-        pull_summary({"msg": "not a pull"})
+        pull_summary(None)
+
+
+def test_a_pull_summary_counts_and_names_what_failed_and_says_when_sizes_are_unknown():
+    pinned = {"reference": "r.test/web:1@sha256:" + "a" * 64, "changed": True, "downloaded_bytes": 0, "reused_bytes": 0}
+    pinned["layers"] = [{"digest": "b", "size": None, "status": "pull_complete"}]  # an engine that reported no size
+    broken = {"reference": "r.test/nope:9", "changed": False, "failed": True, "reason": "not_found", "layers": []}
+    lines = pull_summary([{"failed": True, "images": [pinned, broken]}, {"failed": True, "msg": "store_path is a file"}], planned=True)
+    assert lines == [
+        "1 of 2 images to pull: 0B to download (the engine reports no sizes), 0B reused; 1 failed",
+        "  r.test/web:1: 1 of 1 layer to fetch, size unknown",
+        "  r.test/nope:9: failed, not_found",
+        "  failed: store_path is a file",
+    ]
