@@ -9,7 +9,6 @@ one image's failure is that image's alone.
 from __future__ import annotations
 
 import pytest
-from unit.support_inprocess import InProcessRegistry
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, EXISTS, MOUNTED, Copier, CopyRequest
@@ -18,6 +17,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
 from support.images import OCI_MANIFEST, Image, Index, make_layer, random_layer
+from unit.support_inprocess import InProcessRegistry
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 

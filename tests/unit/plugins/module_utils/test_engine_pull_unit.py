@@ -31,7 +31,6 @@ from typing import Optional
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from unit.support_inprocess import ENGINE_APP, ENGINE_BASE, ENGINE_BROKEN, ENGINE_WORKER, InProcessRegistry
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._engine_pull import EnginePuller
@@ -50,6 +49,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
 )
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineClient, EngineStore, default_docker_host
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
+from unit.support_inprocess import ENGINE_APP, ENGINE_BASE, ENGINE_BROKEN, ENGINE_WORKER, InProcessRegistry
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "engine"
 RECORDING = json.loads((FIXTURES / "recording.json").read_text(encoding="utf-8"))

@@ -15,7 +15,6 @@ import os
 from typing import Optional
 
 import pytest
-from unit.support_inprocess import InProcessRegistry, sha256
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
@@ -26,6 +25,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import ALR
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
 from support.images import OCI_MANIFEST, Image, Index, make_layer, random_layer
+from unit.support_inprocess import InProcessRegistry, sha256
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 

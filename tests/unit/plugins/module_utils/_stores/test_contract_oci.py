@@ -4,7 +4,6 @@ registry and a temporary store. The integration tests run it against every store
 from __future__ import annotations
 
 import pytest
-from unit.support_inprocess import InProcessRegistry
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -13,6 +12,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import Sto
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
 from support.images import Image, make_layer
 from support.store_contract import CASES, Pushed
+from unit.support_inprocess import InProcessRegistry
 
 BASE = make_layer({"etc/os-release": b"ID=contract\n"})
 APP = Image([BASE, make_layer({"app": b"app\n" * 100})])
