@@ -293,6 +293,30 @@ def refuse_unsafe_keep(keep: list, missing: list, keep_missing: str, where: str)
         )
 
 
+def refuse_in_use(targets: list[ImageRecord], remaining: list[ImageRecord], force: bool, where: str, how: str) -> None:
+    """Fail when a removal would delete an image that containers use (an image that keeps another tag
+    stays, so its containers do not block), naming each image and its containers; `how` says how to
+    remove a container of this store. With `force`, nothing is refused."""
+    left = {record.id for record in remaining}
+    busy = [record for record in targets if record.containers and record.id not in left]
+    if busy and not force:
+        raise DockyardError(
+            "in_use",
+            "; ".join(f"{image_label(record)} is used by containers {_containers_text(record.containers)}" for record in busy)
+            + f" in {where}; remove those containers first ({how}), or set force: true",
+            containers=[dict(container, image=image_label(record)) for record in busy for container in record.containers],
+        )
+
+
+def _containers_text(containers: list[dict]) -> str:
+    """`web-1 (3f2a9c1b7d4e, running), ...`: each container's name with its id (where the store has one) and state."""
+    described = []
+    for container in containers:
+        details = ", ".join(value for value in (container.get("id"), container.get("state")) if value)
+        described.append(f"{container.get('name')} ({details})")
+    return ", ".join(described)
+
+
 def layer_fate(targets: list[ImageRecord], remaining: list[ImageRecord], deleted_keys: set[str]) -> tuple[list[LayerRecord], list]:
     """(layers of the removed images that are deleted, those kept because remaining images use them)."""
     users = {}

@@ -79,9 +79,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     PullResult,
     RemovalPlan,
     RemovalRequest,
-    image_label,
     layer_fate,
     plan_targets,
+    refuse_in_use,
 )
 
 if TYPE_CHECKING:
@@ -446,14 +446,7 @@ class ContainerdStore:
         records, aliases, content = self._listing()
         targets, remaining, missing, in_use = plan_targets(records, request, f"the containerd store at {self.root} (namespace {self.namespace})")
         left = {record.id for record in remaining}
-        busy = [record for record in targets if record.containers and record.id not in left]
-        if busy and not request.force:
-            raise DockyardError(
-                "in_use",
-                "; ".join(f"{image_label(record)} is used by containers {_describe(record.containers)}" for record in busy)
-                + f" in {self.where}; remove those containers first (ctr -n {self.namespace} containers rm NAME), or set force: true",
-                containers=[dict(container, image=image_label(record)) for record in busy for container in record.containers],
-            )
+        refuse_in_use(targets, remaining, request.force, self.where, f"ctr -n {self.namespace} containers rm NAME")
         gone_ids = {record.id for record in targets} - left
         names = [record.handle.name for record in targets]
         names += [name for name, held in aliases.items() if self._id(held) in gone_ids and name not in names]
@@ -513,10 +506,6 @@ def _free_bytes(path: str) -> Optional[int]:
 def _full_reference(name: str) -> Optional[Reference]:
     """The reference an image name spells, if it is a full one (containerd's names are)."""
     return parse_reference_or_none(name) if "/" in name and not _ALIAS_RE.match(name) else None
-
-
-def _describe(containers: list) -> str:
-    return ", ".join("{} ({})".format(c["name"], c["state"]) for c in containers)
 
 
 def open_containerd(address: Optional[str], namespace: Optional[str], timeout: float) -> ContainerdStore:

@@ -31,9 +31,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     LayerRecord,
     RemovalPlan,
     RemovalRequest,
-    image_label,
     layer_fate,
     plan_targets,
+    refuse_in_use,
 )
 
 
@@ -311,14 +311,7 @@ class EngineStore:
         records = self.images()
         targets, remaining, missing, in_use = plan_targets(records, request, f"the {self.kind} engine at {self.root}")
         left = {record.id for record in remaining}
-        busy = [record for record in targets if record.containers and record.id not in left]
-        if busy and not request.force:
-            raise DockyardError(
-                "in_use",
-                "; ".join(f"{image_label(record)} is used by containers {_describe(record.containers)}" for record in busy)
-                + "; remove those containers first, or set force: true",
-                containers=[dict(container, image=image_label(record)) for record in busy for container in record.containers],
-            )
+        refuse_in_use(targets, remaining, request.force, f"the {self.kind} engine at {self.root}", f"{self.kind} rm NAME")
         still_used = {layer.key for record in remaining for layer in record.layers}
         deleted = {}
         for record in targets:
@@ -370,10 +363,6 @@ def probe_engine(docker_host: Optional[str], timeout: float, pool_size: int) -> 
             engine.kind = engine.client.info().name
             return engine
     return None
-
-
-def _describe(containers: list) -> str:
-    return ", ".join("{} ({}, {})".format(c["name"], c["id"], c["state"]) for c in containers)
 
 
 def inspect_platform(inspect: dict) -> Optional[Platform]:
