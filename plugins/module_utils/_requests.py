@@ -12,6 +12,18 @@ from __future__ import annotations
 
 import traceback
 
+__all__ = [
+    "HAS_REQUESTS",
+    "REQUESTS_IMPORT_ERROR",
+    "HTTPAdapter",
+    "HTTPConnection",
+    "HTTPConnectionPool",
+    "HTTPSConnection",
+    "HTTPSConnectionPool",
+    "requests",
+    "urllib3",
+]
+
 try:
     import requests
     import urllib3
