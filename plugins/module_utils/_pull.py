@@ -21,7 +21,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._batch import each
 from ansible_collections.dockyard.images.plugins.module_utils._blob import sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import OCI_MANIFEST, Descriptor, read_config
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, ResolvedImage
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, MISSING, PULL_COMPLETE, LayerStatus, PullRequest, PullResult
@@ -162,12 +162,7 @@ class OciPuller:
                     self._configs[config.digest] = registry.fetch_blob_bytes(request.reference, config)
             body = self._configs[config.digest]
         found = read_config(body, f"the config {config.digest}").platform
-        if request.platform_explicit and found is not None and not runs_on(found, request.platform):
-            raise DockyardError(
-                "platform_not_found",
-                f"the image is for {found} only, not {request.platform}; set platform to {found} or use another image",
-                platforms_available=[str(found)],
-            )
+        request.refuse_other_platform(found)
         return found
 
     def _report_present(self, plan: _Plan) -> None:

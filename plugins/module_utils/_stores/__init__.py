@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, image_id_prefix, parse_reference
 
 if TYPE_CHECKING:  # for annotations only: the registry client is the pullers' business
@@ -34,6 +34,15 @@ class PullRequest:
     platform: Platform
     platform_explicit: bool = False
     policy: str = "missing"
+
+    def refuse_other_platform(self, found: Optional[Platform]) -> None:
+        """Fail when the task asked for a platform and the image's config names another it does not run on."""
+        if self.platform_explicit and found is not None and not runs_on(found, self.platform):
+            raise DockyardError(
+                "platform_not_found",
+                f"the image is for {found} only, not {self.platform}; set platform to {found} or use another image",
+                platforms_available=[str(found)],
+            )
 
 
 @dataclass

@@ -647,12 +647,7 @@ class ContainerdPuller:
             with open(self._path(config.digest), "rb") as handle:
                 body = handle.read()
         found = read_config(body, f"the config {config.digest}").platform
-        if request.platform_explicit and found is not None and not runs_on(found, request.platform):
-            raise DockyardError(
-                "platform_not_found",
-                f"the image is for {found} only, not {request.platform}; set platform to {found} or use another image",
-                platforms_available=[str(found)],
-            )
+        request.refuse_other_platform(found)
         return found
 
     def _report_present(self, plan: _Plan) -> None:
