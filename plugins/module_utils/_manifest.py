@@ -27,6 +27,8 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
+REF_NAME = "org.opencontainers.image.ref.name"  # the annotation that names an image in an OCI layout's index
+CONTAINERD_NAME = "io.containerd.image.name"  # the full name containerd (and ctr import) reads there
 SCHEMA1_TYPES = (
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",

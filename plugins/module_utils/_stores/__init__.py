@@ -46,6 +46,16 @@ class PullRequest:
 
 
 @dataclass
+class Held:
+    """What a store holds under a pull request's name: the registry digest it is tagged with, whether
+    every blob of it is there, and the store's own handle on it (an index.json entry, say)."""
+
+    digest: str
+    complete: bool
+    handle: Any = None
+
+
+@dataclass
 class LayerStatus:
     """A layer of a pulled image and whether the pull fetched it, reused it, or lacks it."""
 
@@ -369,7 +379,8 @@ class RemovalRequest:
 
 
 class Puller(Protocol):
-    """A store's own way of bringing images in: blobs it receives itself, or a pull it asks its engine for."""
+    """A store's own way of bringing images in: blobs it receives itself (the one fetching path of _pull,
+    with the store's Receiver at its end: OCI, containerd), or a pull it asks its engine for (_engine_pull)."""
 
     def pull(self, requests: list[PullRequest]) -> list[PullResult]: ...
 

@@ -13,8 +13,11 @@ How it talks to containerd, and why: through the `ctr` client that ships with ev
   on the other stores, and every blob is verified (size and digest) in a private temporary directory
   before containerd sees a byte. containerd then receives an OCI image layout streamed into
   `ctr images import -`: the image's manifests and only the blobs its content store lacks, for one
-  platform, unpacked into its default snapshotter (the one the CRI plugin uses). containerd never
-  fetches from a registry itself, and no credential ever goes on a command line or into its config.
+  platform, unpacked into its default snapshotter (the one the CRI plugin uses), named by its tag and,
+  as the CRI plugin names its own pulls, by `repository@digest`, so that a pod which names the image by
+  digest finds it too. containerd never fetches from a registry itself, and no credential ever goes on
+  a command line or into its config. The fetching path is the OCI store's (_pull); this store's
+  _Receiver is only its end: the spool, and the import.
 - Listing reads `ctr images ls` (name, type, target), `ctr content ls -q` (which blobs the namespace
   holds) and the manifests and configs with `ctr content get`; sizes come from the manifests'
   descriptors (ctr prints only rounded ones). The CRI plugin adds an image named `sha256:<config
@@ -55,10 +58,12 @@ from typing import TYPE_CHECKING, Optional
 from ansible_collections.dockyard.images.plugins.module_utils._blob import FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
+    CONTAINERD_NAME,
     MANIFEST_TYPES,
     MAX_MANIFEST_BYTES,
     OCI_INDEX,
     OCI_MANIFEST,
+    REF_NAME,
     Descriptor,
     Manifest,
     image_blobs,
@@ -69,14 +74,10 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, choose_manifest, host_platform, is_attestation, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest, parse_reference_or_none
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
-    ALREADY_EXISTS,
-    MISSING,
-    PULL_COMPLETE,
+    Held,
     ImageRecord,
     LayerRecord,
-    LayerStatus,
     PullRequest,
-    PullResult,
     RemovalPlan,
     RemovalRequest,
     layer_fate,
@@ -85,7 +86,8 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
 )
 
 if TYPE_CHECKING:
-    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, ResolvedImage
+    from ansible_collections.dockyard.images.plugins.module_utils._pull import Plan
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_NAMESPACE = "k8s.io"
@@ -93,8 +95,6 @@ CONNECT_TIMEOUT = 5  # seconds ctr waits for the socket to answer
 PROBE_TIMEOUT = 3
 READ_WORKERS = 8  # `ctr content get` run at once while listing
 IMPORT_BYTES_PER_TIMEOUT = 256 * 1024 * 1024  # an import may take `timeout` seconds per this many bytes
-CONTAINERD_NAME = "io.containerd.image.name"
-REF_NAME = "org.opencontainers.image.ref.name"
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z")
 _ALIAS_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")  # the CRI plugin's image id, kept as an image name
 _VERSION_RE = re.compile(r"Server:\s*\n\s*Version:\s*(\S+)")
@@ -343,14 +343,14 @@ class ContainerdStore:
         # an id name whose image lost every tag is the image itself, listed untagged
         shown = tagged + [held for name, held in aliases.items() if self._id(held) not in ids]
         containers = self.containers_by_image({held.name: self._id(held) for held in helds})
-        records = [self._record(held, containers) for held in shown]
+        records = [self.record_of(held, containers) for held in shown]
         return records, aliases, content
 
     @staticmethod
     def _id(held: _Held) -> str:
         return held.config.digest if held.config is not None else held.target
 
-    def _record(self, held: _Held, containers: dict) -> ImageRecord:
+    def record_of(self, held: _Held, containers: Optional[dict] = None) -> ImageRecord:
         alias = _ALIAS_RE.match(held.name) is not None
         reference = None if alias else _full_reference(held.name)
         image_id = self._id(held)
@@ -363,7 +363,7 @@ class ContainerdStore:
             created=held.created,
             layers=[LayerRecord(layer.digest, layer.size, layer.media_type) for layer in held.layers],
             config_size=held.config.size if held.config is not None else 0,
-            containers=list(containers.get(image_id, [])),
+            containers=list((containers or {}).get(image_id, [])),
             ref_name=None if alias or reference is not None else held.name,
             handle=held,
         )
@@ -394,7 +394,9 @@ class ContainerdStore:
 
     def puller(self, client: RegistryClient, concurrency: int, check_mode: bool):
         """Our client fetches and verifies the blobs containerd lacks; `ctr images import` receives them."""
-        return ContainerdPuller(self, client, concurrency, check_mode)
+        from ansible_collections.dockyard.images.plugins.module_utils._pull import FetchingPuller
+
+        return FetchingPuller(_Receiver(self), client, concurrency, check_mode)
 
     def import_layout(self, files: list, index: dict, platform: Optional[Platform], size: int) -> None:
         """Stream an OCI image layout (index.json, and (digest, bytes or path) blobs) into `ctr images import`,
@@ -496,13 +498,6 @@ def _add(tar: tarfile.TarFile, name: str, source) -> None:
         tar.addfile(info, handle)
 
 
-def _free_bytes(path: str) -> Optional[int]:
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
 def _full_reference(name: str) -> Optional[Reference]:
     """The reference an image name spells, if it is a full one (containerd's names are)."""
     return parse_reference_or_none(name) if "/" in name and not _ALIAS_RE.match(name) else None
@@ -524,222 +519,135 @@ def probe_containerd(address: Optional[str], namespace: Optional[str], timeout: 
     return store
 
 
-# -- the puller -----------------------------------------------------------------------------------------
+# -- the receiver ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Plan:
-    request: PullRequest
-    result: PullResult
-    held: Optional[_Held] = None
-    resolved: Optional[ResolvedImage] = None
-    platform: Optional[Platform] = None
-    wanted_blobs: list = field(default_factory=list)
+class _Receiver:
+    """containerd's end of a pull: our client's verified blobs are spooled in a private directory, then
+    `ctr images import` takes each image's manifests and only the blobs containerd lacked."""
 
+    room_advice = "free space there or set TMPDIR to a directory with room"
 
-class ContainerdPuller:
-    """Pulls a list of references into containerd: resolved and verified by our client, imported by ctr."""
-
-    def __init__(self, store: ContainerdStore, client: RegistryClient, concurrency: int = 3, check_mode: bool = False):
+    def __init__(self, store: ContainerdStore):
         self.store = store
-        self.client = client
-        self.concurrency = max(1, concurrency)
-        self.check_mode = check_mode
-        self._inflight = {}
-        self._inflight_lock = threading.Lock()
         self.names = {}
         self.content = set()
-        self.workdir = None
+        self.spool = tempfile.gettempdir()
 
-    def pull(self, requests: list) -> list:
-        from ansible_collections.dockyard.images.plugins.module_utils._batch import each, largest_first, safely
-
-        plans = [_Plan(request, PullResult(request)) for request in requests]
+    @contextlib.contextmanager
+    def session(self, check_mode: bool):
+        """Read what the namespace holds once; a real pull spools into a private directory, removed in every outcome."""
         self.names = self.store.image_names()
         self.content = self.store.content()
+        if check_mode:
+            yield
+            return
+        self.spool = tempfile.mkdtemp(prefix="dockyard-containerd-")
         try:
-            if not self.check_mode:
-                self.workdir = tempfile.mkdtemp(prefix="dockyard-containerd-")
-            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-pull") as pool:
-                coming, downloads, reserved = {}, {}, {}
-                spool = self.workdir or tempfile.gettempdir()
-                free = _free_bytes(spool)
-                for plan, failure in each(plans, self._resolve):
-                    plan.result.error = failure or (safely(self._assign_statuses)(plan, coming) if plan.resolved is not None else None)
-                    if plan.result.error is not None or plan.resolved is None:
-                        continue
-                    new = {d.digest: d.size for d in plan.wanted_blobs if d.digest not in reserved}
-                    if free is not None and sum(reserved.values()) + sum(new.values()) > free:
-                        plan.result.error = DockyardError(
-                            "disk_full",
-                            f"{plan.request.reference.familiar}: the pull needs {sum(reserved.values()) + sum(new.values())} bytes in {spool} "
-                            f"before containerd imports them, but only {free} are free; free space there or set TMPDIR",
-                        )
-                        for layer in plan.result.layers:
-                            if layer.status == PULL_COMPLETE:
-                                layer.status = MISSING
-                        plan.wanted_blobs = []
-                        continue
-                    reserved.update(new)
-                    coming.update({d.digest: d.size for d in plan.wanted_blobs})
-                    if not self.check_mode:
-                        for descriptor in largest_first(plan.wanted_blobs):
-                            if descriptor.digest not in downloads:
-                                downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
-                if not self.check_mode:
-                    for plan in plans:
-                        if plan.result.error is None and plan.resolved is not None:
-                            plan.result.error = safely(self._import)(plan, downloads)
+            yield
         finally:
-            if self.workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-        failed = [plan for plan in plans if plan.result.error is not None]
-        if failed and not self.check_mode:
-            with contextlib.suppress(DockyardError):
-                self.content = self.store.content()
-        for plan in failed:
-            for layer in plan.result.layers:
-                if layer.digest not in self.content:
-                    layer.status = MISSING
-            plan.result.changed = not self.check_mode and any(d.digest in self.content for d in plan.wanted_blobs)
-        return [plan.result for plan in plans]
+            shutil.rmtree(self.spool, ignore_errors=True)
 
-    # -- resolve ----------------------------------------------------------------------------------
-
-    def _resolve(self, plan: _Plan) -> None:
-        request, result = plan.request, plan.result
-        reference = request.reference
-        name = reference.stored_name
+    def held(self, request: PullRequest) -> Optional[Held]:
+        name = request.reference.stored_name
         target = self.names.get(name)
-        held = self.store.inspect(name, target, self.content, request.platform, request.platform_explicit) if target else None
-        plan.held = held
-        result.before = target
-        pin = reference.digest
-        present = held is not None and held.complete and (pin is None or target == pin)
-        if present and (request.policy == "missing" or reference.pinned):
-            self._report_present(plan)
-            return
-        registry = self.client.for_reference(reference)
-        head_digest = None if reference.pinned or target is None else registry.head_manifest(reference)
-        if present and head_digest and head_digest == target:
-            self._report_present(plan)
-            return
-        resolved = registry.resolve(reference, request.platform, head_digest, lambda digest: self.store.local_manifest(self.content, digest))
-        plan.resolved = resolved
-        plan.platform = resolved.platform or self._config_platform(registry, resolved, request)
-        result.digest = resolved.digest
-        result.manifest_digest = resolved.manifest_digest
-        result.id = resolved.config.digest
-        result.platform_fallback = resolved.platform_fallback
-        result.platform = str(plan.platform) if plan.platform else None
+        if target is None:
+            return None
+        image = self.store.inspect(name, target, self.content, request.platform, request.platform_explicit)
+        return Held(target, image.complete and self._digest_name_held(request.reference, target), image)
 
-    def _config_platform(self, registry, resolved: ResolvedImage, request: PullRequest) -> Optional[Platform]:
-        """A single-manifest image names its platform only in its config (check mode fetches it only to check one asked for)."""
-        config = resolved.config
-        if config.digest in self.content:
-            body = self.store.blob(config.digest)
-        elif self.check_mode:
-            if not request.platform_explicit:
-                return None
-            body = registry.fetch_blob_bytes(request.reference, config)
-        else:
-            self._download(request.reference, config)
-            with open(self._path(config.digest), "rb") as handle:
-                body = handle.read()
-        found = read_config(body, f"the config {config.digest}").platform
-        request.refuse_other_platform(found)
-        return found
+    def _digest_name_held(self, reference: Reference, digest: str) -> bool:
+        """Whether the `repository@digest` name beside a tag is there (see _import)."""
+        return not reference.tag or self.names.get(f"{reference.name}@{digest}") == digest
 
-    def _report_present(self, plan: _Plan) -> None:
-        held, result = plan.held, plan.result
-        result.digest = held.target
-        result.manifest_digest = held.manifest.digest if held.manifest is not None else None
-        result.id = held.config.digest if held.config is not None else None
-        result.platform = str(held.platform) if held.platform else None
-        result.layers = [LayerStatus(layer.digest, layer.size, ALREADY_EXISTS) for layer in held.layers]
+    def held_image(self, held: Held) -> ImageRecord:
+        return self.store.record_of(held.handle)
 
-    def _assign_statuses(self, plan: _Plan, coming: dict) -> None:
-        """A blob containerd lacks is pulled by the first image of the list that needs it; the later ones reuse it."""
-        resolved = plan.resolved
-        own = set()
-        for descriptor in (resolved.config, *resolved.layers):
-            missing = descriptor.digest not in self.content
-            owner = missing and descriptor.digest not in coming and descriptor.digest not in own
-            if missing and descriptor.digest not in own:
-                own.add(descriptor.digest)
-                plan.wanted_blobs.append(descriptor)
-            if descriptor is not resolved.config:
-                plan.result.layers.append(LayerStatus(descriptor.digest, descriptor.size, PULL_COMPLETE if owner else ALREADY_EXISTS))
-        held = plan.held
-        same = held is not None and held.complete and held.target == resolved.digest and held.manifest is not None
-        plan.result.changed = not (same and held.manifest.digest == resolved.manifest_digest) or bool(plan.wanted_blobs)
+    def has_blob(self, digest: str, size: int) -> bool:
+        return digest in self.content
 
-    # -- download and import ----------------------------------------------------------------------
+    def local_manifest(self, digest: str) -> Optional[Manifest]:
+        return self.store.local_manifest(self.content, digest)
+
+    def read_blob(self, digest: str) -> Optional[bytes]:
+        path = self._path(digest)
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                return handle.read()
+        return self.store.blob(digest) if digest in self.content else None
+
+    def free_bytes(self) -> Optional[int]:
+        try:
+            return shutil.disk_usage(self.spool).free
+        except OSError:
+            return None
 
     def _path(self, digest: str) -> str:
-        return os.path.join(self.workdir, digest.replace(":", "-", 1))
+        return os.path.join(self.spool, digest.replace(":", "-", 1))
 
-    def _download(self, reference: Reference, descriptor: Descriptor) -> None:
-        """Fetch one blob into the private directory, verified; workers wanting the same blob wait for one download."""
-        with self._inflight_lock:
-            gate = self._inflight.setdefault(descriptor.digest, threading.Lock())
-        with gate:
-            path = self._path(descriptor.digest)
-            if os.path.exists(path):
-                return
-            partial = path + ".partial"
-            try:
-                sink = FileSink(descriptor.digest, open(partial, "wb"))  # noqa: SIM115 - closed below
-            except OSError as exc:
-                raise DockyardError(
-                    "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "engine_error", f"cannot write {partial}: {exc.strerror}"
-                ) from None
-            try:
-                self.client.for_reference(reference).fetch_blob(reference, descriptor, sink)
+    def received(self, descriptor: Descriptor) -> bool:
+        return os.path.exists(self._path(descriptor.digest))
+
+    def receive(self, descriptor: Descriptor, fetch) -> None:
+        path = self._path(descriptor.digest)
+        with _spool_errors(path):
+            sink = FileSink(descriptor.digest, open(path + ".partial", "wb"))  # noqa: SIM115 - closed below
+        try:
+            with _spool_errors(path):
+                fetch(sink)
                 sink.file.flush()
-            except OSError as exc:
-                raise DockyardError(
-                    "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "engine_error", f"cannot write {partial}: {exc.strerror}"
-                ) from None
-            finally:
-                sink.close()
-            os.replace(partial, path)
+        finally:
+            sink.close()
+        os.replace(path + ".partial", path)
 
-    def _import(self, plan: _Plan, downloads: dict) -> None:
-        """Wait for the image's blobs, check its config, then import its manifests and those blobs into containerd."""
+    def put_blob(self, descriptor: Descriptor, body: bytes) -> None:
+        with _spool_errors(self._path(descriptor.digest)), open(self._path(descriptor.digest), "wb") as handle:
+            handle.write(body)
+
+    def retags(self, plan: Plan) -> bool:
+        held = plan.held.handle if plan.held is not None else None
+        resolved = plan.resolved
+        same = held is not None and plan.held.complete and held.target == resolved.digest and held.manifest is not None
+        return not (same and held.manifest.digest == resolved.manifest_digest)
+
+    def commit(self, plans: list) -> None:
+        from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
+
+        for plan in plans:
+            plan.result.error = safely(self._import)(plan)
+
+    def _import(self, plan: Plan) -> None:
+        """Import the image's manifests and the blobs it brought into containerd, then check the name points at it."""
         resolved, reference = plan.resolved, plan.request.reference
-        for descriptor in plan.wanted_blobs:
-            if descriptor.digest in downloads:
-                downloads[descriptor.digest].result()
-            elif not os.path.exists(self._path(descriptor.digest)):
-                self._download(reference, descriptor)
-        config = resolved.config
-        if config.digest in self.content:
-            config_body = self.store.blob(config.digest)
-        else:
-            with open(self._path(config.digest), "rb") as handle:
-                config_body = handle.read()
-        read_config(config_body, f"the config {config.digest}")  # an image whose config cannot be read is never tagged
-        held = plan.held
-        if not plan.wanted_blobs and held is not None and held.complete and held.target == resolved.digest:
+        held = plan.held.handle if plan.held is not None else None
+        if not plan.wanted_blobs and held is not None and plan.held.complete and held.target == resolved.digest:
             return
         name = reference.stored_name
-        annotations = {CONTAINERD_NAME: name}
-        if reference.tag:
-            annotations[REF_NAME] = reference.tag
         top = resolved.top
-        index = {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": top.media_type, "digest": top.digest, "size": len(top.body), "annotations": annotations}],
-        }
+        entry = {"mediaType": top.media_type, "digest": top.digest, "size": len(top.body)}
+        names = [{CONTAINERD_NAME: name, REF_NAME: reference.tag}] if reference.tag else [{CONTAINERD_NAME: name}]
+        if reference.tag:  # what containerd's own CRI pull adds: a pod that names the image by digest finds it
+            names.append({CONTAINERD_NAME: f"{reference.name}@{resolved.digest}"})
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{**entry, "annotations": annotations} for annotations in names]}
         files = [(top.digest, top.body)]
         if resolved.manifest.digest != top.digest:
             files.append((resolved.manifest.digest, resolved.manifest.body))
         files += [(d.digest, self._path(d.digest)) for d in plan.wanted_blobs]
-        size = sum(d.size for d in plan.wanted_blobs)
-        self.store.import_layout(files, index, plan.platform, size)
+        self.store.import_layout(files, index, plan.platform, sum(d.size for d in plan.wanted_blobs))
         after = self.store.image_names().get(name)
         if after != resolved.digest:
             raise DockyardError("engine_error", f"{self.store.where} imported {name} but holds it as {after or 'nothing'}, not {resolved.digest}")
         plan.result.changed = True
+
+    def refresh(self) -> None:
+        with contextlib.suppress(DockyardError):
+            self.content = self.store.content()
+
+
+@contextlib.contextmanager
+def _spool_errors(path: str):
+    try:
+        yield
+    except OSError as exc:
+        reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "engine_error"
+        raise DockyardError(reason, f"cannot write {path}: {exc.strerror}") from None

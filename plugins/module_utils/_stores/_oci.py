@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Optional
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK, DIGEST_ALGORITHMS, FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
+    CONTAINERD_NAME,
     DOCKER_CONFIG,
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
+    REF_NAME,
     Descriptor,
     Manifest,
     image_blobs,
@@ -41,14 +43,21 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
 )
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest, parse_reference_or_none
+from ansible_collections.dockyard.images.plugins.module_utils._stores import (
+    Held,
+    ImageRecord,
+    LayerRecord,
+    PullRequest,
+    RemovalPlan,
+    RemovalRequest,
+    layer_fate,
+    plan_targets,
+)
 
 if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._pull import Plan
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, RemovalPlan, RemovalRequest, layer_fate, plan_targets
-
-REF_NAME = "org.opencontainers.image.ref.name"
-CONTAINERD_NAME = "io.containerd.image.name"
 REGISTRY_DIGEST = "io.dockyard.image.digest"
 REGISTRY_MANIFEST_DIGEST = "io.dockyard.image.manifest-digest"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
@@ -388,9 +397,9 @@ class OciStore:
 
     def puller(self, client: RegistryClient, concurrency: int, check_mode: bool):
         """The store receives blobs itself: each verified, committed atomically, then the images tagged at once."""
-        from ansible_collections.dockyard.images.plugins.module_utils._pull import OciPuller
+        from ansible_collections.dockyard.images.plugins.module_utils._pull import FetchingPuller
 
-        return OciPuller(self, client, concurrency, check_mode)
+        return FetchingPuller(_Receiver(self), client, concurrency, check_mode)
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         records = self.images()
@@ -431,6 +440,99 @@ class OciStore:
             return json.loads(body)
         except ValueError:
             raise DockyardError("store_corrupt", f"blob {digest} in {self.root} is not JSON") from None
+
+
+class _Receiver:
+    """The OCI store's end of a pull: each blob committed into the layout as it arrives (a partial
+    download resumes), then every image whose blobs all came tagged in one write of index.json."""
+
+    room_advice = "free space or choose another store_path"
+
+    def __init__(self, store: OciStore):
+        self.store = store
+        self.spool = store.root
+        self.has_blob = store.has_blob
+        self.read_blob = store.read_blob
+        self.local_manifest = store.local_manifest
+        self.free_bytes = store.free_bytes
+
+    def session(self, check_mode: bool):
+        """A pull holds gc.lock shared, so that a removal cannot collect what it brings meanwhile."""
+        return contextlib.nullcontext() if check_mode else self.store.pull_lock()
+
+    def held(self, request: PullRequest) -> Optional[Held]:
+        entry = self.store.find_entry(request.reference, request.platform)
+        if entry is None and not request.platform_explicit:
+            entry = self.store.find_entry(request.reference, None)
+        if entry is None:
+            return None
+        digest = (entry.get("annotations") or {}).get(REGISTRY_DIGEST) or entry["digest"]
+        return Held(digest, self.store.is_complete(entry), entry)
+
+    def held_image(self, held: Held) -> ImageRecord:
+        return self.store.image_for(held.handle)
+
+    def received(self, descriptor: Descriptor) -> bool:
+        return self.store.has_blob(descriptor.digest, descriptor.size)
+
+    def receive(self, descriptor: Descriptor, fetch) -> None:
+        partial = self.store.open_partial(descriptor.digest)
+        try:
+            if not self.store.has_blob(descriptor.digest, descriptor.size):  # another process may have finished it
+                fetch(partial)
+                self.store.commit_partial(partial, descriptor.digest)
+        finally:
+            partial.close()
+
+    def put_blob(self, descriptor: Descriptor, body: bytes) -> None:
+        self.store.put_blob(body)
+
+    def retags(self, plan: Plan) -> bool:
+        return (plan.held.handle if plan.held is not None else None) != _index_entry(plan)
+
+    def commit(self, plans: list) -> None:
+        """Store every image's manifests (the registry's, and the OCI form the tag points at), then tag them all at once."""
+        from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
+
+        for plan in plans:
+            plan.result.error = safely(self._store_manifests)(plan)
+        plans = [plan for plan in plans if plan.result.error is None]
+        entries = [_index_entry(plan) for plan in plans]
+        try:
+            changed = self.store.record([(plan.request.reference, entry) for plan, entry in zip(plans, entries)])
+        except DockyardError as exc:
+            for plan in plans:
+                plan.result.error = exc.with_context(plan.request.reference.familiar)
+            return
+        for plan, tag_changed in zip(plans, changed):
+            plan.result.changed = tag_changed or bool(plan.wanted_blobs)
+
+    def _store_manifests(self, plan: Plan) -> None:
+        resolved = plan.resolved
+        for manifest in (resolved.index, resolved.manifest):
+            if manifest is not None:
+                self.store.put_blob(manifest.body)
+        self.store.put_blob(oci_manifest(resolved.manifest))
+
+    def refresh(self) -> None:
+        """Nothing to read again: has_blob looks at the layout itself."""
+
+
+def _index_entry(plan: Plan) -> dict:
+    """The index.json descriptor that tags a pulled image: its OCI manifest, with the registry's digests."""
+    resolved = plan.resolved
+    body = oci_manifest(resolved.manifest)
+    entry = {"mediaType": OCI_MANIFEST, "digest": sha256_digest(body), "size": len(body)}
+    if plan.platform is not None:
+        entry["platform"] = plan.platform.to_oci()
+    name = resolved.reference.stored_name
+    entry["annotations"] = {
+        REF_NAME: name,
+        CONTAINERD_NAME: name,
+        REGISTRY_DIGEST: resolved.digest,
+        REGISTRY_MANIFEST_DIGEST: resolved.manifest_digest,
+    }
+    return entry
 
 
 def _full_reference(text: Optional[str]) -> Optional[Reference]:

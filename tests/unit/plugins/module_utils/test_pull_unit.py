@@ -1,4 +1,4 @@
-"""OciPuller against an in-process registry serving real images, into a temporary OCI store.
+"""The fetching puller into a temporary OCI store, against an in-process registry serving real images.
 
 What a user of image_pull sees: each layer's status (pull_complete, already_exists, or missing for an
 image that failed), bytes downloaded and reused, a layer several images share fetched once (the
@@ -18,7 +18,6 @@ import pytest
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
-from ansible_collections.dockyard.images.plugins.module_utils._pull import OciPuller
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, MISSING, PULL_COMPLETE, PullRequest
@@ -82,7 +81,7 @@ def pull(store, client, registry, names, check_mode=False, policy="missing", pla
     requests = [
         PullRequest(parse_reference(f"{registry.netloc}/{name}"), parse_platform(platform or "linux/amd64"), platform is not None, policy) for name in names
     ]
-    return OciPuller(store, client(), concurrency, check_mode).pull(requests)
+    return store.puller(client(), concurrency, check_mode).pull(requests)
 
 
 def layers(result) -> list:
