@@ -25,10 +25,12 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     PullRequest,
     RemovalRequest,
     StoreOptions,
+    image_label,
     open_store,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
 from support.ansible import run_module
+from support.cri import CriImage, ImageService
 from support.images import Image, Layer, Pusher
 from support.proxy import Fault
 
@@ -118,7 +120,7 @@ def wait_for_cri_id(containerd, image_id: str) -> None:
         time.sleep(0.05)
 
 
-def test_pulled_images_are_complete_unpacked_shared_and_run(store, containerd, registry, corpus, runnable):
+def test_pulled_images_are_complete_unpacked_shared_and_run(store, containerd, cri, registry, corpus, runnable):
     names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1", f"{registry.host}/team/multi:1", f"{registry.host}/team/runnable:1"]
     app, worker, multi, run = pull(store, names)
     assert [layer.status for layer in app.layers] == [PULL_COMPLETE, PULL_COMPLETE]
@@ -130,9 +132,10 @@ def test_pulled_images_are_complete_unpacked_shared_and_run(store, containerd, r
     status = checked(containerd)
     for name in names:
         assert status[name] == ("complete", "true"), f"{name}: {status.get(name)}"
-    for result in (app, worker, multi, run):  # the CRI plugin saw each image: it names it by its id, at our digest
-        wait_for_cri_id(containerd, result.id)
-        assert containerd.image_names()[result.id] == result.digest
+    for name, result in zip(names, (app, worker, multi, run)):  # the kubelet sees each image by its name and id, at our digest
+        assert wait_for_cri_image(cri, name).id == result.id
+        assert cri.image_status(result.id).repo_tags == (name,)
+        assert containerd.image_names()[result.id] == result.digest, "the CRI plugin's id name"
     assert corpus.arm64.digest not in containerd.ok("content", "ls", "--quiet"), "one platform only"
     container = f"dockyard-{uuid.uuid4().hex[:8]}"
     ran = containerd.ctr("run", "--rm", "--snapshotter", "overlayfs", names[3], container, "/bin/cat", f"/{TOP_FILE}")
@@ -219,7 +222,7 @@ def test_removing_one_of_two_images_frees_only_what_it_alone_used(store, contain
     assert done.bytes_freed == sum(size for digest, size in before.items() if digest not in after)
     assert corpus.app.layers[0].digest in after, "the base stays for worker"
     assert set(before) - set(after) == {corpus.app.digest, corpus.app.id, corpus.app.layers[1].digest}
-    assert list(containerd.image_names()) == [worker] or set(containerd.image_names()) == {worker, corpus.worker.id}
+    assert set(containerd.image_names()) - {corpus.worker.id} == {worker, f"{registry.host}/team/worker@{corpus.worker.digest}"}
 
 
 def test_a_container_blocks_the_removal_of_its_image_and_is_named(store, containerd, registry, corpus):
@@ -281,7 +284,7 @@ def test_a_pin_by_digest_alone_and_the_cri_digest_name_are_one_image(store, cont
     (by_digest,) = pull(store, [pinned])
     assert by_digest.changed and containerd.image_names()[pinned] == corpus.app.digest
     pull(store, [tag])
-    containerd.ok("images", "tag", tag, f"{registry.host}/team/worker@{corpus.worker.digest}")  # as the CRI plugin names a pull
+    assert containerd.image_names()[f"{registry.host}/team/worker@{corpus.worker.digest}"] == corpus.worker.digest, "named as the CRI plugin names a pull"
     labels = sorted(record.reference.familiar for record in store.images())
     assert labels == sorted([pinned, tag]), "the digest name beside a tag is that image, not another"
     done = store.remove(RemovalRequest(names=[tag]), check_mode=False)
@@ -299,7 +302,7 @@ def test_corrupt_bytes_fail_their_image_only_and_containerd_never_sees_them(stor
     app, worker = store.puller(client(), 3, False).pull(requests)
     assert app.error is not None and app.error.reason == "digest_mismatch" and layer in app.error.message
     assert worker.error is None and worker.changed
-    assert list(containerd.image_names()) in ([f"{proxy.host}/team/worker:1"], [f"{proxy.host}/team/worker:1", corpus.worker.id])
+    assert set(containerd.image_names()) - {corpus.worker.id} == {f"{proxy.host}/team/worker:1", f"{proxy.host}/team/worker@{corpus.worker.digest}"}
     assert layer not in containerd.ok("content", "ls", "--quiet")
     after = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("dockyard-containerd-")}
     assert after <= before, "the private directory is removed in every outcome"
@@ -319,3 +322,55 @@ def test_a_tag_that_moved_is_pulled_again_under_policy_always(store, containerd,
     assert [layer.status for layer in moved.layers] == [ALREADY_EXISTS, PULL_COMPLETE]
     assert containerd.image_names()[name] == corpus.worker.digest
     assert checked(containerd)[name] == ("complete", "true")
+    listed = {image_label(record): record.digest for record in store.images()}
+    assert listed[name] == corpus.worker.digest and listed[f"{registry.host}/team/moving@{corpus.app.digest}"] == corpus.app.digest, (
+        "the image the tag left stays, named by its digest, until a removal takes it (as after containerd's own pulls)"
+    )
+
+
+@pytest.fixture
+def cri(containerd):
+    """The CRI image service of the test containerd, on its main socket, as the kubelet reaches it."""
+    service = ImageService(containerd.socket_path)
+    yield service
+    service.close()
+
+
+def wait_for_cri_image(cri, name: str) -> CriImage:
+    """The CRI plugin learns of an image from containerd's events, a moment after it is stored: wait for it."""
+    deadline = time.monotonic() + 10
+    while (image := cri.image_status(name)) is None:
+        assert time.monotonic() < deadline, f"the CRI image service never saw {name}"
+        time.sleep(0.05)
+    return image
+
+
+def test_the_kubelet_sees_what_image_pull_put_into_containerd(containerd, cri, registry, corpus):
+    options = {"store": "containerd", "containerd_address": containerd.socket_path}
+    tags = [f"{registry.host}/team/app:1", f"{registry.host}/team/multi:1"]
+    pin = f"{registry.host}/team/worker@{corpus.worker.digest}"
+    predicted = run_module("image_pull", dict(options, name=[*tags, pin]), check=True)
+    assert predicted["changed"]
+    assert [cri.image_status(name) for name in [*tags, pin]] == [None, None, None], "check mode stored nothing the kubelet could see"
+    pulled = run_module("image_pull", dict(options, name=[*tags, pin]))
+    assert pulled["changed"]
+    assert [(image["id"], image["digest"]) for image in pulled["images"]] == [
+        (corpus.app.id, corpus.app.digest),
+        (corpus.amd64.id, corpus.multi.digest),
+        (corpus.worker.id, corpus.worker.digest),
+    ]
+    for name, image in zip([*tags, pin], pulled["images"]):
+        seen = wait_for_cri_image(cri, name)
+        assert seen.id == image["id"], f"{name}: the kubelet knows the image by its config digest"
+        assert name in (seen.repo_tags if name in tags else seen.repo_digests), f"{name}: {seen}"
+        assert cri.image_status(image["id"]) == seen, "and finds it by that id"
+    assert cri.image_status(f"{registry.host}/team/oci:1") is None, "an image never pulled is absent"
+
+
+def test_a_pod_pinned_by_digest_finds_an_image_pulled_by_tag(containerd, cri, registry, corpus):
+    name = f"{registry.host}/team/app:1"
+    (image,) = run_module("image_pull", {"store": "containerd", "containerd_address": containerd.socket_path, "name": [name]})["images"]
+    pinned = f"{registry.host}/team/app@{image['digest']}"
+    seen = wait_for_cri_image(cri, name)
+    assert seen.repo_digests == (pinned,), "the kubelet reports the digest pulled"
+    assert cri.image_status(pinned) == seen, "a pod that names the image by its digest needs no pull"
