@@ -14,10 +14,11 @@ import os
 import traceback
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host, userinfo_password
+from ansible_collections.dockyard.images.plugins.module_utils._batch import resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, resolve_workers
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._requests import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.dockyard.images.plugins.module_utils._stores import StoreOptions, open_store
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions, parse_endpoint_address

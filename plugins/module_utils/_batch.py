@@ -18,9 +18,14 @@ from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
-from ansible_collections.dockyard.images.plugins.module_utils._registry import resolve_workers
 
 Item = TypeVar("Item")
+RESOLVE_WORKERS = 8
+
+
+def resolve_workers(images: int) -> int:
+    """Threads that resolve `images` images at once; the connection pool must hold as many."""
+    return max(1, min(images, RESOLVE_WORKERS))
 
 
 def safely(function: Callable[..., object]) -> Callable[..., Optional[DockyardError]]:

@@ -47,13 +47,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     repository_path,
 )
 
-RESOLVE_WORKERS = 8
 MAX_PAGES = 1000  # of tags or repositories: a million names at 1,000 a page; more is a registry that never stops
-
-
-def resolve_workers(images: int) -> int:
-    """Threads that resolve `images` images at once; the connection pool must hold as many."""
-    return max(1, min(images, RESOLVE_WORKERS))
 
 
 @dataclass(frozen=True)

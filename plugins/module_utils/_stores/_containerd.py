@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
 from ansible_collections.dockyard.images.plugins.module_utils._blob import FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
@@ -611,8 +612,6 @@ class _Receiver:
         return not (same and held.manifest.digest == resolved.manifest_digest)
 
     def commit(self, plans: list) -> None:
-        from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
-
         for plan in plans:
             plan.result.error = safely(self._import)(plan)
 

@@ -23,6 +23,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK, DIGEST_ALGORITHMS, FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
@@ -492,8 +493,6 @@ class _Receiver:
 
     def commit(self, plans: list) -> None:
         """Store every image's manifests (the registry's, and the OCI form the tag points at), then tag them all at once."""
-        from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
-
         for plan in plans:
             plan.result.error = safely(self._store_manifests)(plan)
         plans = [plan for plan in plans if plan.result.error is None]
