@@ -21,7 +21,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import r
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullResult
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullRequest, PullResult
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
     EngineStore,
     chain_ids,
@@ -48,7 +48,8 @@ class EnginePuller:
     """Pulls through a Docker or Podman engine; check mode predicts from the registry's manifests.
 
     The engine does the pull, so a real run asks the registry nothing but, with `policy: always`,
-    one HEAD: Docker Hub counts manifest GETs, and the engine makes its own.
+    one HEAD (Docker Hub counts manifest GETs, and the engine makes its own), and after Podman pulled
+    an image of several layers, its manifest by digest (see `_in_image_order`).
     """
 
     def __init__(self, store: EngineStore, client: RegistryClient, concurrency: int = 3, check_mode: bool = False):
@@ -169,9 +170,31 @@ class EnginePuller:
         result.id = record.id
         result.platform = str(record.platform) if record.platform else None
         result.digest = result.digest or _holds_digest(after, reference, None)
-        config_id = record.id.split(":")[-1][:12]  # Podman lists the config among the layers
-        result.layers = [EngineLayerStatus(layer_id, sizes.get(layer_id), statuses[layer_id]) for layer_id in order if layer_id != config_id]
+        named = [layer_id for layer_id in order if layer_id != _short_id(record.id)]  # Podman lists the config among the layers
+        if self.store.kind == "podman" and len(named) > 1:
+            named = self._in_image_order(named, request, result.digest)
+        result.layers = [EngineLayerStatus(layer_id, sizes.get(layer_id), statuses[layer_id]) for layer_id in named]
         result.changed = before is None or before.get("Id") != after.get("Id")
+
+    def _in_image_order(self, layer_ids: list, request: PullRequest, digest: Optional[str]) -> list:
+        """The layer ids in the order the manifest of the image the engine pulled (`digest`) lists them.
+
+        dockerd names every layer in the manifest's order before it downloads any, so its stream's
+        order is the image's. Podman copies blobs concurrently and names each as its copy starts, so
+        its order is chance: the manifest, read by digest (one GET), gives the image's.
+        """
+        try:
+            registry = self.client.for_reference(request.reference)
+            resolved = registry.resolve(request.reference, request.platform, digest, lambda _digest: None)
+        except DockyardError:
+            return layer_ids  # the engine pulled the image; a manifest this host cannot read leaves the stream's order
+        position = {_short_id(layer.digest): index for index, layer in enumerate(resolved.layers)}
+        return sorted(layer_ids, key=lambda layer_id: position.get(layer_id, len(position)))  # stable: what it lacks stays last, in the stream's order
+
+
+def _short_id(digest: str) -> str:
+    """A digest as engines name layers and images: the first 12 hex digits."""
+    return digest.split(":")[-1][:12]
 
 
 def _runs_on(inspect: dict, platform: Platform) -> bool:

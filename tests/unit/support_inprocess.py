@@ -9,6 +9,8 @@ what a client asked for; `corrupt` makes a blob's bytes wrong (same size) to tes
 
 The images the engine fixtures were recorded with (tests/unit/fixtures/engine) are built here too,
 byte for byte reproducible, so that tests can check what they parse against the images themselves.
+`InProcessServer` is the HTTP server both this registry and the engine replay of
+test_engine_pull_unit.py answer through.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socketserver
 import threading
 import uuid
 from dataclasses import dataclass, field
 from email.message import Message
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from typing import Optional, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from support.images import Image, Index, random_layer
@@ -65,44 +67,90 @@ class Repository:
     blobs: set = field(default_factory=set)
 
 
-class _Server(ThreadingHTTPServer):
+# -- an HTTP server on a thread of the test ------------------------------------------------------
+
+
+class _Quiet:
+    """Each connection on a daemon thread; a client that hangs up is no failure of the server."""
+
     daemon_threads = True
     block_on_close = False
 
     def handle_error(self, request, client_address):
-        pass  # a client that hangs up is no failure of the server
+        pass
+
+
+class _TCPServer(_Quiet, ThreadingHTTPServer):
+    pass
+
+
+class _UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    pass
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Reads a request's body, asks the service to `respond`, sends its answer: a body of bytes with
+    its Content-Length, or a list of byte strings chunked, one a chunk, as a stream is sent."""
+
     protocol_version = "HTTP/1.1"
-    registry: InProcessRegistry
+    service: InProcessServer
 
     def log_message(self, *args):
         pass
 
     def handle_one(self):
-        parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        request = Logged(self.command, parts.path, parse_qs(parts.query), self.headers, body)
-        self.registry.log.append(request)
-        status, headers, payload = self.registry.answer(request)
-        self.send_response(status, HTTPStatus(status).phrase)
-        headers = {"Content-Length": str(len(payload)), **headers}
-        for name, value in headers.items():
+        status, headers, payload = self.service.respond(self.command, self.path, self.headers, body)
+        chunked = isinstance(payload, list)
+        self.send_response(status)
+        framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(len(payload))}
+        for name, value in {**framing, **headers}.items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if chunked:
+            for piece in payload:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
             self.wfile.write(payload)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
+
+
+_Started = TypeVar("_Started", bound="InProcessServer")
+
+
+class InProcessServer:
+    """A service tests talk HTTP to, at `address` (host and port, or a unix socket's path), on a thread of
+    its own from start() to stop(); `respond(method, path, headers, body)` gives each answer as
+    (status, headers, payload)."""
+
+    def __init__(self, address):
+        server_class = _UnixServer if isinstance(address, str) else _TCPServer
+        self.server = server_class(address, type("Handler", (_Handler,), {"service": self}))
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self: _Started) -> _Started:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+    def respond(self, method: str, path: str, headers: Message, body: bytes) -> tuple:
+        raise NotImplementedError
 
 
 def _error(status: int, code: str, message: str) -> tuple:
     return status, {"Content-Type": "application/json"}, json.dumps({"errors": [{"code": code, "message": message}]}).encode()
 
 
-class InProcessRegistry:
+class InProcessRegistry(InProcessServer):
     """A registry on `host` (a free port) serving what tests push into it; see the module's docstring."""
 
     def __init__(self, host: str = "127.0.0.1"):
@@ -111,19 +159,9 @@ class InProcessRegistry:
         self.wrong = {}  # digest: the bytes served instead
         self.log = []
         self._lock = threading.Lock()
-        self.server = _Server((host, 0), type("Handler", (_Handler,), {"registry": self}))
+        super().__init__((host, 0))
         self.netloc = f"{host}:{self.server.server_address[1]}"
         self.url = f"http://{self.netloc}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def start(self) -> InProcessRegistry:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
 
     # -- what the registry holds, set up without HTTP ----------------------------------------------
 
@@ -190,6 +228,12 @@ class InProcessRegistry:
         return [(r.method, r.path) for r in self.log if "/blobs/" in r.path]
 
     # -- the API -----------------------------------------------------------------------------------
+
+    def respond(self, method: str, path: str, headers: Message, body: bytes) -> tuple:
+        parts = urlsplit(path)
+        request = Logged(method, parts.path, parse_qs(parts.query), headers, body)
+        self.log.append(request)
+        return self.answer(request)
 
     def answer(self, request: Logged) -> tuple:
         path = request.path
