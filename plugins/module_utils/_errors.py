@@ -23,6 +23,7 @@ REASONS = frozenset(
         "in_use",
         "store_locked",
         "store_corrupt",
+        "invalid_archive",
         "unsupported_media_type",
         "disk_full",
         "engine_error",

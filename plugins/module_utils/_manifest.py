@@ -16,7 +16,7 @@ from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
-from ansible_collections.dockyard.images.plugins.module_utils._reference import is_digest
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -157,3 +157,30 @@ def read_config(body: bytes, what: str) -> ImageConfig:
     if not isinstance(diff_ids, list) or not all(is_digest(diff_id) for diff_id in diff_ids):
         raise _refuse(what, "the config's rootfs.diff_ids are not a list of digests")
     return ImageConfig(platform, created if isinstance(created, str) else None, tuple(diff_ids))
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a registry (or an archive) says a reference is, for one platform: the manifest it names (an index or
+    the image's own), the platform's image manifest, and the blobs that manifest names."""
+
+    reference: Reference
+    top: Manifest
+    manifest: Manifest
+    config: Descriptor
+    layers: tuple
+    platform: Optional[Platform]
+    platform_fallback: bool
+
+    @property
+    def digest(self) -> str:
+        """What the registry calls the image: its index digest, or its manifest digest."""
+        return self.top.digest
+
+    @property
+    def manifest_digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def index(self) -> Optional[Manifest]:
+        return self.top if self.top.is_index else None

@@ -26,10 +26,10 @@ from typing import Any, Callable, ContextManager, Optional, Protocol
 
 from ansible_collections.dockyard.images.plugins.module_utils._batch import each, largest_first, safely
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor, Manifest, read_config
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor, Manifest, ResolvedImage, read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient, ResolvedImage
+from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     ALREADY_EXISTS,
     MISSING,

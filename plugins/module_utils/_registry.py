@@ -12,7 +12,6 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import urljoin
 
@@ -25,6 +24,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     MAX_MANIFEST_BYTES,
     Descriptor,
     Manifest,
+    ResolvedImage,
     image_blobs,
     index_entries,
     json_object,
@@ -48,33 +48,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
 )
 
 MAX_PAGES = 1000  # of tags or repositories: a million names at 1,000 a page; more is a registry that never stops
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    """What the registry says a reference is, for one platform: the manifest it names (an index or
-    the image's own), the platform's image manifest, and the blobs that manifest names."""
-
-    reference: Reference
-    top: Manifest
-    manifest: Manifest
-    config: Descriptor
-    layers: tuple
-    platform: Optional[Platform]
-    platform_fallback: bool
-
-    @property
-    def digest(self) -> str:
-        """What the registry calls the image: its index digest, or its manifest digest."""
-        return self.top.digest
-
-    @property
-    def manifest_digest(self) -> str:
-        return self.manifest.digest
-
-    @property
-    def index(self) -> Optional[Manifest]:
-        return self.top if self.top.is_index else None
 
 
 def _pull_scope(reference: Reference) -> str:

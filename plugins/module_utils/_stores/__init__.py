@@ -17,6 +17,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._platform import P
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, image_id_prefix, parse_reference
 
 if TYPE_CHECKING:  # for annotations only: the registry client is the pullers' business
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import ArchiveSource, Exported
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 # -- what a pull asks for and reports, whatever the store --------------------------------------
@@ -205,6 +206,14 @@ def select_images(records: list[ImageRecord], text: str) -> list[ImageRecord]:
         return held.name == wanted.name and (wanted.tag is None or held.tag == wanted.tag)
 
     return [r for r in records if means(r)]
+
+
+def selected_or_fail(records: list[ImageRecord], names: list[str], where: str) -> list[ImageRecord]:
+    """The records `names` mean; not_found naming every name that means none."""
+    chosen, missing = select_all(records, names)
+    if missing:
+        raise DockyardError("not_found", f"{where} holds no image named {', '.join(missing)}; pull them first, or check the names", missing=missing)
+    return chosen
 
 
 def select_all(records: list[ImageRecord], names: list[str]) -> tuple[list[ImageRecord], list[str]]:
@@ -402,6 +411,10 @@ class Store(Protocol):
     def images(self) -> list[ImageRecord]: ...
 
     def puller(self, client: RegistryClient, concurrency: int, check_mode: bool) -> Puller: ...
+
+    def loader(self, source: ArchiveSource, concurrency: int, check_mode: bool) -> Puller: ...  # the images of an archive
+
+    def exporter(self, names: list[str]) -> Exported: ...  # the images `names` mean, and their blobs, for an archive
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan: ...
 

@@ -81,12 +81,15 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     PullRequest,
     RemovalPlan,
     RemovalRequest,
+    image_label,
     layer_fate,
     plan_targets,
     refuse_in_use,
+    selected_or_fail,
 )
 
 if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import Exported
     from ansible_collections.dockyard.images.plugins.module_utils._pull import Plan
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
@@ -398,6 +401,39 @@ class ContainerdStore:
         from ansible_collections.dockyard.images.plugins.module_utils._pull import FetchingPuller
 
         return FetchingPuller(_Receiver(self), client, concurrency, check_mode)
+
+    def loader(self, source, concurrency: int, check_mode: bool):
+        """An archive loads through the pull's own path: only the blobs containerd lacks are imported, each verified first."""
+        return self.puller(source, concurrency, check_mode)
+
+    def exporter(self, names: list) -> Exported:
+        from ansible_collections.dockyard.images.plugins.module_utils._archive import exported, exported_image
+
+        images = []
+        for record in selected_or_fail(self._listing()[0], names, self.where):
+            held, what = record.handle, f"{self.where}: the image {image_label(record)}"
+            if not held.complete or held.manifest is None:
+                raise DockyardError("store_corrupt", f"{what} lacks some of its blobs in the content store; pull it again")
+            images.append(exported_image(record, held.manifest, what))
+        return exported(images, self.open_content)
+
+    @contextlib.contextmanager
+    def open_content(self, descriptor: Descriptor):
+        """A blob of the content store as a stream (`ctr content get`); the reader verifies it."""
+        self.ctr.check_socket()
+        try:
+            process = subprocess.Popen(
+                self.ctr.command(["content", "get", descriptor.digest]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError:
+            raise self.ctr.no_ctr() from None
+        try:
+            yield process.stdout
+        finally:
+            process.stdout.close()
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
     def import_layout(self, files: list, index: dict, platform: Optional[Platform], size: int) -> None:
         """Stream an OCI image layout (index.json, and (digest, bytes or path) blobs) into `ctr images import`,

@@ -51,11 +51,14 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     PullRequest,
     RemovalPlan,
     RemovalRequest,
+    image_label,
     layer_fate,
     plan_targets,
+    selected_or_fail,
 )
 
 if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import Exported
     from ansible_collections.dockyard.images.plugins.module_utils._pull import Plan
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
@@ -401,6 +404,22 @@ class OciStore:
         from ansible_collections.dockyard.images.plugins.module_utils._pull import FetchingPuller
 
         return FetchingPuller(_Receiver(self), client, concurrency, check_mode)
+
+    def loader(self, source, concurrency: int, check_mode: bool):
+        """An archive loads through the pull's own path: only the blobs the store lacks are copied, each verified."""
+        return self.puller(source, concurrency, check_mode)
+
+    def exporter(self, names: list) -> Exported:
+        from ansible_collections.dockyard.images.plugins.module_utils._archive import exported, exported_image
+
+        images = []
+        for record in selected_or_fail(self.images(), names, f"the oci store at {self.root}"):
+            what = f"{self.root}: the image {image_label(record)}"
+            manifest = self.local_manifest(record.handle["digest"])
+            if manifest is None or not self.is_complete(record.handle):
+                raise DockyardError("store_corrupt", f"{what} lacks some of its blobs; pull it again")
+            images.append(exported_image(record, manifest, what))
+        return exported(images, lambda descriptor: open(self.blob_path(descriptor.digest), "rb"))
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         records = self.images()

@@ -1,0 +1,257 @@
+"""Image archives between OCI stores, against an in-process registry serving real images.
+
+What a user of image_export and image_load sees: both formats carry a layer several images share once,
+an archive that already holds the images is not written again, a store gets only the blobs it lacks,
+`docker save`'s older shape (plain `<id>/layer.tar` files, no manifests) loads with the engine's image
+ids, and a corrupt, truncated or hostile archive fails with a reason and tags nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from typing import Optional
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.dockyard.images.plugins.module_utils._archive import (
+    DOCKER_ARCHIVE,
+    OCI_ARCHIVE,
+    ArchiveReader,
+    export_archive,
+    load_archive,
+)
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, PullRequest
+from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
+from support.images import Image, Index, make_layer, random_layer
+from unit.plugins.module_utils.test_pull_unit import client  # noqa: F401 - a fixture
+from unit.support_inprocess import InProcessRegistry
+
+AMD64 = parse_platform("linux/amd64")
+BASE = random_layer(40 * 1024, "archive-base")
+APP = Image([BASE, random_layer(12 * 1024, "archive-app")], labels={"name": "app"})
+WORKER = Image([BASE, random_layer(20 * 1024, "archive-worker")], labels={"name": "worker"})
+ARM = Image([make_layer({"arch": b"arm64\n"})], architecture="arm64")
+MULTI = Index([Image([make_layer({"arch": b"amd64\n"})]), ARM])
+
+
+@pytest.fixture(scope="module")
+def registry():
+    server = InProcessRegistry().start()
+    server.push_image("team/app", "1", APP)
+    server.push_image("team/worker", "1", WORKER)
+    server.push_index("team/multi", "1", MULTI)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def filled(tmp_path, registry, client):  # noqa: F811 - the fixture imported above
+    store = OciStore(str(tmp_path / "source"), lock_timeout=5)
+    names = [f"{registry.netloc}/team/{repo}:1" for repo in ("app", "worker", "multi")]
+    results = store.puller(client(), 3, False).pull([PullRequest(parse_reference(name), AMD64) for name in names])
+    assert all(result.error is None for result in results)
+    return store, names
+
+
+def members(path) -> list:
+    with tarfile.open(path) as tar:
+        return [member.name for member in tar.getmembers() if member.isfile()]
+
+
+def held(store: OciStore) -> dict:
+    return {record.reference.familiar: record.id for record in store.images()}
+
+
+@pytest.mark.parametrize("archive_format", [OCI_ARCHIVE, DOCKER_ARCHIVE])
+def test_an_archive_carries_shared_layers_once_and_loads_into_another_store_with_the_same_ids(tmp_path, filled, archive_format):
+    source, names = filled
+    path = str(tmp_path / "images.tar")
+    written = export_archive(source, names, path, archive_format, check_mode=False)
+    assert written["changed"] and sorted(written["diff"]["after"]["images"]) == sorted(parse_reference(name).familiar for name in names)
+    blobs = [name for name in members(path) if name.startswith("blobs/")]
+    assert len(blobs) == len(set(blobs)) and f"blobs/sha256/{BASE.digest.split(':')[1]}" in blobs, "the shared base is in the archive once"
+    assert ("manifest.json" in members(path)) == (archive_format == DOCKER_ARCHIVE)
+
+    target = OciStore(str(tmp_path / "target"), lock_timeout=5)
+    loaded_format, results = load_archive(target, path, AMD64, False, None, 3, check_mode=False)
+    assert loaded_format == OCI_ARCHIVE, "ours always carries the OCI layout, which is what is read when it is there"
+    assert [result.error for result in results if result.error is not None] == [] and all(result.changed for result in results)
+    assert held(target) == held(source)
+    app = next(result for result in results if result.request.reference.path == "team/app")
+    worker = next(result for result in results if result.request.reference.path == "team/worker")
+    statuses = [layer.status for layer in app.layers] + [layer.status for layer in worker.layers]
+    assert statuses.count(PULL_COMPLETE) == 3 and statuses.count(ALREADY_EXISTS) == 1, "the base is copied once"
+
+    _format, again = load_archive(target, path, AMD64, False, None, 3, check_mode=False)
+    assert not any(result.changed for result in again), "a second load changes nothing"
+    assert all(layer.status == ALREADY_EXISTS for result in again for layer in result.layers)
+
+
+def test_an_archive_that_already_holds_the_images_is_not_written_again(tmp_path, filled):
+    source, names = filled
+    path = str(tmp_path / "images.tar")
+    export_archive(source, names, path, DOCKER_ARCHIVE, check_mode=False)
+    stamp = os.stat(path).st_mtime_ns
+    again = export_archive(source, list(reversed(names)), path, DOCKER_ARCHIVE, check_mode=False)
+    assert not again["changed"] and os.stat(path).st_mtime_ns == stamp
+    fewer = export_archive(source, names[:1], path, DOCKER_ARCHIVE, check_mode=True)
+    assert fewer["changed"] and os.stat(path).st_mtime_ns == stamp, "check mode writes nothing"
+    assert fewer["diff"]["before"]["images"] != fewer["diff"]["after"]["images"]
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".images.tar")] == []
+
+
+def test_exporting_a_name_the_store_lacks_fails_before_anything_is_written(tmp_path, filled):
+    source, names = filled
+    path = tmp_path / "images.tar"
+    with pytest.raises(DockyardError) as failure:
+        export_archive(source, [*names, "team/none:1"], str(path), OCI_ARCHIVE, check_mode=False)
+    assert failure.value.reason == "not_found" and "team/none:1" in failure.value.message
+    assert not path.exists()
+
+
+def legacy_archive(path, images: dict, compress: bool = False) -> None:
+    """A tar shaped as `docker save` before Docker 25 writes it: `<id>.json`, `<layer>/layer.tar` (plain
+    tars; gzip when `compress`), manifest.json and repositories; a layer two images share is a symlink."""
+    written = {}
+    with tarfile.open(path, "w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        manifest = []
+        for tag, image in images.items():
+            paths = []
+            for layer in image.layers:
+                folder = layer.diff_id.split(":")[1]
+                if folder in written:
+                    link = tarfile.TarInfo(f"{folder}-again/layer.tar")
+                    link.type, link.linkname = tarfile.SYMTYPE, f"../{folder}/layer.tar"
+                    tar.addfile(link)
+                    paths.append(link.name)
+                    continue
+                add(f"{folder}/layer.tar", layer.blob if compress else layer.tar)
+                written[folder] = True
+                paths.append(f"{folder}/layer.tar")
+            add(f"{image.id.split(':')[1]}.json", image.config)
+            manifest.append({"Config": f"{image.id.split(':')[1]}.json", "RepoTags": [tag], "Layers": paths})
+        add("manifest.json", json.dumps(manifest).encode())
+        add("repositories", b"{}")
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain layers", "gzip layers"])
+def test_docker_saves_older_shape_loads_with_the_engines_image_ids(tmp_path, compress):
+    path = tmp_path / "saved.tar"
+    legacy_archive(path, {"team/app:1": APP, "localhost:5000/team/worker:2": WORKER}, compress)
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    archive_format, results = load_archive(store, str(path), AMD64, False, None, 3, check_mode=False)
+    assert archive_format == DOCKER_ARCHIVE and all(result.error is None for result in results)
+    assert held(store) == {"team/app:1": APP.id, "localhost:5000/team/worker:2": WORKER.id}
+    app = next(result for result in results if result.request.reference.path == "team/app")
+    expected = [(layer.blob if compress else layer.tar) for layer in APP.layers]
+    assert [layer.size for layer in app.layers] == [len(data) for data in expected]
+    if not compress:
+        assert [layer.digest for layer in app.layers] == [layer.diff_id for layer in APP.layers], "a plain layer is its DiffID"
+
+
+def test_a_layer_whose_bytes_are_not_its_diff_id_fails_its_image_and_tags_nothing(tmp_path):
+    path = tmp_path / "saved.tar"
+    legacy_archive(path, {"team/app:1": APP, "team/worker:1": WORKER})
+    data = bytearray(path.read_bytes())
+    marker = APP.layers[1].tar[600:640]
+    at = data.index(marker)
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    _format, results = load_archive(store, str(path), AMD64, False, None, 3, check_mode=False)
+    app, worker = sorted(results, key=lambda result: result.request.reference.path)
+    assert app.error is not None and app.error.reason == "digest_mismatch"
+    assert worker.error is None
+    assert held(store) == {"team/worker:1": WORKER.id}
+
+
+def test_a_truncated_archive_fails_with_a_reason_and_leaves_the_store_as_it_was(tmp_path, filled):
+    source, names = filled
+    path = tmp_path / "images.tar"
+    export_archive(source, names, str(path), DOCKER_ARCHIVE, check_mode=False)
+    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    with pytest.raises(DockyardError) as failure:
+        load_archive(store, str(path), AMD64, False, None, 3, check_mode=False)
+    assert failure.value.reason == "invalid_archive"
+    assert not os.path.exists(store.root) or held(store) == {}
+
+
+def test_an_image_named_by_a_bare_tag_needs_a_repository(tmp_path, filled):
+    source, names = filled
+    path = tmp_path / "images.tar"
+    export_archive(source, names[:1], str(path), OCI_ARCHIVE, check_mode=False)
+    rewritten = tmp_path / "bare.tar"
+    with tarfile.open(path) as tar, tarfile.open(rewritten, "w") as out:
+        for member in tar.getmembers():
+            data = tar.extractfile(member).read() if member.isfile() else None
+            if member.name == "index.json":
+                index = json.loads(data)
+                index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "v1"}
+                data = json.dumps(index).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    with pytest.raises(DockyardError) as failure:
+        load_archive(store, str(rewritten), AMD64, False, None, 3, check_mode=False)
+    assert failure.value.reason == "invalid_argument" and "repository" in failure.value.message
+    load_archive(store, str(rewritten), AMD64, False, "registry.example/team/app", 3, check_mode=False)
+    assert held(store) == {"registry.example/team/app:v1": APP.id}
+
+
+def hostile(tmp_path, entries: dict, links: Optional[dict] = None) -> str:
+    path = tmp_path / "hostile.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("entries", "links"),
+    [
+        ({"manifest.json": b"{}"}, {}),
+        ({"manifest.json": b'[{"Config": "a.json", "Layers": ["x/layer.tar"]}]', "a.json": APP.config}, {}),
+        ({"manifest.json": b'[{"Config": "loop.json", "Layers": []}]'}, {"loop.json": "loop2.json", "loop2.json": "loop.json"}),
+        ({"manifest.json": b'[{"Config": "escape.json", "Layers": []}]'}, {"escape.json": "../../../etc/passwd"}),
+        ({"oci-layout": b'{"imageLayoutVersion": "2.0.0"}', "index.json": b'{"manifests": []}'}, {}),
+        ({"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": b'{"manifests": [{"digest": "sha256:../../x", "size": 1}]}'}, {}),
+        ({"just-a-file": b"hello"}, {}),
+    ],
+    ids=["not a list", "layer count", "link loop", "link out", "layout version", "bad digest", "no catalog"],
+)
+def test_a_hostile_archive_fails_with_a_reason(tmp_path, entries, links):
+    path = hostile(tmp_path, entries, links)
+    with pytest.raises(DockyardError) as failure:
+        ArchiveReader(path, AMD64)
+    assert failure.value.reason in ("invalid_archive", "unsupported_media_type")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=200).map(str.encode))
+def test_any_manifest_json_is_read_or_refused_with_a_reason(tmp_path_factory, body):
+    path = hostile(tmp_path_factory.mktemp("fuzz"), {"manifest.json": body, "a.json": APP.config})
+    try:
+        ArchiveReader(path, AMD64).close()
+    except DockyardError as exc:
+        assert exc.reason in ("invalid_archive", "unsupported_media_type", "digest_mismatch", "invalid_reference")
