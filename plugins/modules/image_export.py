@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: image_export
 short_description: Write images from the host's store into an oci-archive or docker-archive file
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Writes the images O(name) names, from any store, into one tar archive on the host. Layers the images share are
     written once.
@@ -18,8 +18,8 @@ description:
     C(podman load), C(ctr images import) and M(dockyard.images.image_load).
   - The archive is written beside O(path) and moved there only when complete, so O(path) never holds half an archive.
     Every blob is checked against its digest as it is written.
-  - An archive that already holds exactly these images in this format is not written again (V(changed=false)): the
-    same images always make the same bytes, in whatever order O(name) lists them.
+  - An archive that already holds exactly these images in this format is not written again (V(changed=false)), since
+    the same images always make the same bytes, in whatever order O(name) lists them.
 author:
   - Dockyard Images Maintainers (@dockyard)
 extends_documentation_fragment:

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: image_load
 short_description: Load images from an oci-archive or docker-archive file into the host's store
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads an image archive on the host and loads every image it holds, under every name it gives them, into the host's
     image store. Archives written by C(docker save) (before and after Docker 25), C(podman save), C(skopeo copy ...
