@@ -35,6 +35,7 @@ import io
 import json
 import os
 import posixpath
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -104,16 +105,42 @@ class ArchiveImage:
 # -- reading ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _File:
+    """A regular file of an image layout in a directory, as the reader looks at members."""
+
+    size: int
+
+    @staticmethod
+    def isfile() -> bool:
+        return True
+
+
+def _directory_members(root: str) -> dict:
+    """The regular files under `root` (an OCI image layout being received), by their path inside it; links are not followed."""
+    members = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            found = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(found.st_mode):
+                members[_clean(os.path.relpath(os.path.join(folder, name), root))] = _File(found.st_size)
+    return members
+
+
 class ArchiveReader:
-    """The images of one archive file, for one platform (the host's, or the task's)."""
+    """The images of one archive file (or of an image layout in a directory), for one platform (the host's, or the task's)."""
 
     def __init__(self, path: str, platform: Platform, platform_explicit: bool = False):
         self.path = path
         self.platform = platform
         self.platform_explicit = platform_explicit
+        self.tar = None
         try:
-            self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
-            self.members = {_clean(member.name): member for member in self.tar.getmembers()}
+            if os.path.isdir(path):
+                self.members = _directory_members(path)
+            else:
+                self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+                self.members = {_clean(member.name): member for member in self.tar.getmembers()}
         except FileNotFoundError:
             raise DockyardError("not_found", f"no archive at {path}; give the path of a file docker save, podman save, skopeo or image_export wrote") from None
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
@@ -123,7 +150,8 @@ class ArchiveReader:
         self.format, self.images = self._read()
 
     def close(self) -> None:
-        self.tar.close()
+        if self.tar is not None:
+            self.tar.close()
 
     def __enter__(self) -> ArchiveReader:
         return self
@@ -153,7 +181,7 @@ class ArchiveReader:
         if member is None:
             raise _corrupt(self.path, f"it lacks {name!r:.200}")
         try:
-            handle = self.tar.extractfile(member)
+            handle = self.tar.extractfile(member) if self.tar is not None else open(os.path.join(self.path, _clean(name)), "rb")  # noqa: SIM115
         except (tarfile.TarError, OSError, zlib.error, EOFError) as exc:
             raise _corrupt(self.path, f"{name!r:.200} cannot be read ({exc})") from None
         if handle is None:
@@ -470,23 +498,27 @@ class ArchiveSource:
 @dataclass(frozen=True)
 class Exported:
     """What a store gives an archive: the images, each once with the names asked for it, and a way to read
-    each of their blobs (a context manager giving a binary stream; the writer verifies what it reads)."""
+    each of their blobs (a context manager giving a binary stream; the writer verifies what it reads).
+    `close` lets go of what the store set aside to give them (an engine's save), once the archive is written."""
 
     images: list
     open_blob: Callable[[Descriptor], ContextManager[BinaryIO]]
+    close: Callable[[], None] = lambda: None
 
 
-def exported_image(record, manifest: Manifest, what: str) -> ArchiveImage:
-    """The image a store's record names, as an archive carries it: its own manifest, under the record's name."""
+def exported_image(record, manifest: Manifest, what: str, top: Optional[Manifest] = None) -> ArchiveImage:
+    """The image a store's record names, as an archive carries it: its manifest (and the index that names it,
+    when the store kept the registry's, so that the image keeps the digest the registry gives it), under the
+    record's name."""
     config, layers = image_blobs(manifest, what)
     names = (record.reference,) if record.reference is not None else ()
-    return ArchiveImage(names, manifest, manifest, config, layers, record.platform)
+    return ArchiveImage(names, top or manifest, manifest, config, layers, record.platform)
 
 
-def exported(images: list, open_blob: Callable) -> Exported:
+def exported(images: list, open_blob: Callable, close: Callable[[], None] = lambda: None) -> Exported:
     """The images in one order whatever order they were asked in, so that the same images make the same archive."""
     merged = [_with_names(image, tuple(sorted(image.names, key=lambda name: name.canonical))) for image in _merged(images)]
-    return Exported(sorted(merged, key=lambda image: ([name.canonical for name in image.names], image.id)), open_blob)
+    return Exported(sorted(merged, key=lambda image: ([name.canonical for name in image.names], image.id)), open_blob, close)
 
 
 @dataclass(frozen=True)
@@ -689,6 +721,13 @@ def _named(repository: str, tag: str) -> Reference:
 def export_archive(store, names: list, path: str, archive_format: str, check_mode: bool) -> dict:
     """Write the images `names` mean into an archive at `path`, unless it already holds exactly them."""
     source = store.exporter(names)
+    try:
+        return _write_exported(source, path, archive_format, check_mode)
+    finally:
+        source.close()
+
+
+def _write_exported(source: Exported, path: str, archive_format: str, check_mode: bool) -> dict:
     plan = plan_archive(source.images, archive_format)
     before = _archive_names(path)
     result = {

@@ -217,15 +217,12 @@ class PlatformChoice:
 
 def choose_manifest(manifests: list, wanted: Platform, supported_media_types) -> PlatformChoice:
     """Pick the index entry that best runs on `wanted`; among equals the first entry wins."""
-    ranking = compatible_platforms(wanted)
-    best = None
-    for descriptor in manifests:
-        if descriptor.get("mediaType") not in supported_media_types or is_attestation(descriptor):
-            continue
-        entry_platform = Platform.from_descriptor(descriptor.get("platform"))
-        rank = _rank(entry_platform, ranking, wanted)
-        if rank is not None and (best is None or rank < best[0]):
-            best = (rank, descriptor, entry_platform)
+    candidates = [
+        (descriptor, Platform.from_descriptor(descriptor.get("platform")))
+        for descriptor in manifests
+        if descriptor.get("mediaType") in supported_media_types and not is_attestation(descriptor)
+    ]
+    best = best_running_on(candidates, wanted)
     if best is None:
         available = available_platforms(manifests)
         raise DockyardError(
@@ -235,6 +232,18 @@ def choose_manifest(manifests: list, wanted: Platform, supported_media_types) ->
         )
     rank, descriptor, entry_platform = best
     return PlatformChoice(descriptor, entry_platform, fallback=rank > 0)
+
+
+def best_running_on(candidates: list, wanted: Platform) -> Optional[tuple]:
+    """Of (item, its platform or None) pairs, (rank, item, platform) of the one that runs best on `wanted`
+    (rank 0 is an exact match; the first of equals wins), or None when none runs there."""
+    ranking = compatible_platforms(wanted)
+    best = None
+    for item, platform in candidates:
+        rank = _rank(platform, ranking, wanted)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, item, platform)
+    return best
 
 
 def _rank(entry: Optional[Platform], ranking: list, wanted: Platform) -> Optional[int]:

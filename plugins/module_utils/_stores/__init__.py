@@ -18,6 +18,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 
 if TYPE_CHECKING:  # for annotations only: the registry client is the pullers' business
     from ansible_collections.dockyard.images.plugins.module_utils._archive import ArchiveSource, Exported
+    from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 # -- what a pull asks for and reports, whatever the store --------------------------------------
@@ -415,6 +416,8 @@ class Store(Protocol):
     def loader(self, source: ArchiveSource, concurrency: int, check_mode: bool) -> Puller: ...  # the images of an archive
 
     def exporter(self, names: list[str]) -> Exported: ...  # the images `names` mean, and their blobs, for an archive
+
+    def held_blobs(self, images: list[tuple[str, list[Descriptor]]]) -> set[str]: ...  # of these (id, blobs), what it holds
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan: ...
 

@@ -414,8 +414,13 @@ class ContainerdStore:
             held, what = record.handle, f"{self.where}: the image {image_label(record)}"
             if not held.complete or held.manifest is None:
                 raise DockyardError("store_corrupt", f"{what} lacks some of its blobs in the content store; pull it again")
-            images.append(exported_image(record, held.manifest, what))
+            images.append(exported_image(record, held.manifest, what, held.top if held.top is not None and held.top.is_index else None))
         return exported(images, self.open_content)
+
+    def held_blobs(self, images: list) -> set:
+        """Of the blobs of these (id, blobs) images, those the namespace's content store holds: what a delivery need not send."""
+        content = self.content()
+        return {d.digest for _id, blobs in images for d in blobs if d.digest in content}
 
     @contextlib.contextmanager
     def open_content(self, descriptor: Descriptor):

@@ -410,16 +410,34 @@ class OciStore:
         return self.puller(source, concurrency, check_mode)
 
     def exporter(self, names: list) -> Exported:
-        from ansible_collections.dockyard.images.plugins.module_utils._archive import exported, exported_image
+        from ansible_collections.dockyard.images.plugins.module_utils._archive import exported
 
-        images = []
-        for record in selected_or_fail(self.images(), names, f"the oci store at {self.root}"):
-            what = f"{self.root}: the image {image_label(record)}"
-            manifest = self.local_manifest(record.handle["digest"])
-            if manifest is None or not self.is_complete(record.handle):
-                raise DockyardError("store_corrupt", f"{what} lacks some of its blobs; pull it again")
-            images.append(exported_image(record, manifest, what))
+        images = [self.archive_image(record) for record in selected_or_fail(self.images(), names, f"the oci store at {self.root}")]
         return exported(images, lambda descriptor: open(self.blob_path(descriptor.digest), "rb"))
+
+    def archive_image(self, record: ImageRecord):
+        """The image a record names, as an archive (or a delivery) carries it: the manifest and index the registry
+        served, when the store kept them, so that it keeps the registry's digests; every blob of it present."""
+        from ansible_collections.dockyard.images.plugins.module_utils._archive import exported_image
+
+        what = f"{self.root}: the image {image_label(record)}"
+        stored = self.local_manifest(record.handle["digest"])
+        if stored is None or not self.is_complete(record.handle):
+            raise DockyardError("store_corrupt", f"{what} lacks some of its blobs; pull it again")
+        manifest, top = self._as_served(record, stored)
+        return exported_image(record, manifest, what, top)
+
+    def _as_served(self, record: ImageRecord, stored: Manifest) -> tuple:
+        """(manifest, top) as the registry served them, when the store kept them and they name the same blobs; else the stored one."""
+        served = self.local_manifest(record.manifest_digest) if record.manifest_digest != stored.digest else None
+        if served is None or served.is_index or image_blobs(served, record.manifest_digest)[0].digest != record.id:
+            return stored, None
+        top = self.local_manifest(record.digest) if record.digest != served.digest else None
+        return served, top if top is not None and top.is_index else None
+
+    def held_blobs(self, images: list) -> set:
+        """Of the blobs of these (id, blobs) images, those the store holds: what a delivery need not send."""
+        return {d.digest for _id, blobs in images for d in blobs if self.has_blob(d.digest, d.size)}
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         records = self.images()

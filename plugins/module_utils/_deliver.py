@@ -1,0 +1,109 @@
+# Copyright (c) dockyard.images contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Delivery of images over the Ansible connection: what the controller and the host each do.
+
+The controller holds the images in an OCI store. It asks the host (image_receive, `step: inventory`)
+which of the images' blobs its store holds and which a delivery cut short left in the host's staging
+directory; sends only the others, each as a file over the connection into that directory; then has the
+host load the staged image layout into its store (`step: load`), which verifies every blob before
+the store takes it, copies only what the store lacks, tags, and removes the staging directory.
+A blob that arrived stays staged until a load takes it, so a delivery cut short resumes where it was.
+
+This module_utils file is private to the dockyard.images collection and may change at any time.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from typing import Optional
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, best_running_on
+
+DELIVER_OPTIONS = {  # image_deliver's own options, beside the store's (the action plugin and its documentation's twin)
+    "name": {"type": "list", "elements": "str", "required": True},
+    "source_path": {"type": "path"},
+    "platform": {"type": "str"},
+    "concurrency": {"type": "int", "default": 3},
+}
+STAGING_ROOT = "~/.cache/dockyard/deliver"  # under the connection user's home: the controller writes there without privileges
+
+
+def staging_name(store: dict) -> str:
+    """The staging directory's name for one host store (its options): the same on every run, so a delivery resumes."""
+    return "store-" + hashlib.sha256(json.dumps(store, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def blob_path(staging: str, digest: str) -> str:
+    algorithm, _, encoded = digest.partition(":")
+    return os.path.join(staging, "blobs", algorithm, encoded)
+
+
+def checked_staging(path: str) -> str:
+    """The staging directory the controller named: an absolute path to a `store-<hex>` directory, nothing else."""
+    real = os.path.realpath(path)
+    if not os.path.isabs(path) or not os.path.basename(real).startswith("store-") or os.path.basename(os.path.dirname(real)) != "deliver":
+        raise DockyardError("invalid_argument", f"{path!r:.200} is not a delivery staging directory")
+    return real
+
+
+def inventory(store, images: list, staging: str, check_mode: bool = False) -> dict:
+    """Of the blobs of `images` ({id, names, blobs: [{digest, size}]}), those the store holds and those staged
+    already with their full size (a file of another size is a transfer cut short: removed, to be sent again);
+    and which of their names the store holds as that very image."""
+    wanted = [(image["id"], [Descriptor("", blob["digest"], blob["size"]) for blob in image["blobs"]]) for image in images]
+    held = store.held_blobs(wanted)
+    ids = {image["id"] for image in images}
+    holding = {(record.reference.stored_name, record.id) for record in store.images() if record.reference is not None and record.id in ids}
+    tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in holding})
+    staged = []
+    blobs = {d.digest: d for _id, image_blobs in wanted for d in image_blobs}.values() if os.path.isdir(staging) else ()
+    for descriptor in blobs:
+        path = blob_path(staging, descriptor.digest)
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DockyardError("invalid_argument", f"cannot read the staging directory {staging}: {exc.strerror}") from None
+        if size == descriptor.size:
+            staged.append(descriptor.digest)
+        elif not check_mode:
+            os.unlink(path)
+    return {"held": sorted(held), "staged": sorted(staged), "tagged": tagged}
+
+
+def receive(store, staging: str, index: dict, platform: Platform, platform_explicit: bool, concurrency: int, check_mode: bool) -> tuple:
+    """Load the image layout staged in `staging` (its blobs sent, `index` given) into the store; the staging
+    directory is removed whatever the outcome, unless check mode."""
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import LAYOUT, load_archive
+
+    try:
+        if not check_mode:
+            _write(os.path.join(staging, "oci-layout"), LAYOUT)
+            _write(os.path.join(staging, "index.json"), json.dumps(index).encode())
+        return load_archive(store, staging, platform, platform_explicit, None, concurrency, check_mode)
+    finally:
+        if not check_mode:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "invalid_argument"
+        raise DockyardError(reason, f"cannot write {path}: {exc.strerror}") from None
+
+
+def best_for(records: list, platform: Platform) -> Optional[object]:
+    """Of the records of one name (one per platform held), the one that runs best on `platform`, else None."""
+    best = best_running_on([(record, record.platform) for record in records], platform)
+    return best[1] if best is not None else None

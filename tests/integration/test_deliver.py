@@ -1,0 +1,109 @@
+"""image_deliver over a real Ansible connection (local): the controller's OCI store sends a host only
+the blobs its store lacks, a second run sends nothing, a delivery cut short resumes, and a blob that
+arrived wrong is refused on the host before the store takes it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from support.ansible import run_module
+
+
+
+def pull_into(path, registry, names) -> dict:
+    result = run_module("image_pull", {"name": [f"{registry.host}/{name}" for name in names], "store": "oci", "store_path": str(path)})
+    assert not result.get("failed"), result
+    return result
+
+
+def deliver(controller, host, registry, names, check=False, extra=None) -> dict:
+    args = {"name": [f"{registry.host}/{name}" for name in names], "source_path": str(controller), "store": "oci", "store_path": str(host)}
+    return run_module("image_deliver", dict(args, **(extra or {})), check=check)
+
+
+def unique_bytes(*images) -> int:
+    """What a host with nothing needs for these images: each manifest, config and layer once."""
+    blobs = {}
+    for image in images:
+        blobs[image.digest] = len(image.manifest)
+        blobs[image.id] = len(image.config)
+        blobs.update({layer.digest: layer.size for layer in image.layers})
+    return sum(blobs.values())
+
+
+@pytest.fixture
+def controller(tmp_path, registry, corpus):
+    path = tmp_path / "controller"
+    pull_into(path, registry, ["team/app:1", "team/worker:1", "team/oci:1"])
+    return path
+
+
+def test_a_host_gets_each_blob_once_and_a_second_run_sends_nothing(tmp_path, controller, registry, corpus):
+    host = tmp_path / "host"
+    plan = deliver(controller, host, registry, ["team/app:1", "team/worker:1", "team/oci:1"], check=True)
+    assert plan["changed"] and plan["sent_bytes"] == unique_bytes(corpus.app, corpus.worker, corpus.oci), plan
+    assert not host.exists(), "check mode sends and loads nothing"
+
+    first = deliver(controller, host, registry, ["team/app:1", "team/worker:1", "team/oci:1"])
+    assert not first.get("failed"), first
+    assert first["changed"] and first["sent_bytes"] == unique_bytes(corpus.app, corpus.worker, corpus.oci)
+    assert {image["reference"]: image["id"] for image in first["images"]} == {
+        f"{registry.host}/team/app:1": corpus.app.id,
+        f"{registry.host}/team/worker:1": corpus.worker.id,
+        f"{registry.host}/team/oci:1": corpus.oci.id,
+    }
+    facts = run_module("image_facts", {"store": "oci", "store_path": str(host)})
+    held = {image["reference"]: image["digest"] for image in facts["images"]}
+    assert held[f"{registry.host}/team/app:1"] == corpus.app.digest, "the host keeps the registry's digest"
+
+    assert not os.path.exists(first["staging"]), "nothing is left on the host but the images"
+
+    second = deliver(controller, host, registry, ["team/app:1", "team/worker:1", "team/oci:1"])
+    assert not second["changed"] and second["sent_bytes"] == 0 and second["sent_blobs"] == 0
+
+
+def test_a_host_that_holds_the_base_gets_only_the_rest(tmp_path, controller, registry, corpus):
+    host = tmp_path / "host"
+    pull_into(host, registry, ["team/app:1"])
+    done = deliver(controller, host, registry, ["team/app:1", "team/worker:1"])
+    assert not done.get("failed"), done
+    worker_only = len(corpus.worker.manifest) + len(corpus.worker.config) + corpus.worker.layers[1].size
+    assert done["sent_bytes"] == worker_only, "the base layer and everything of app stay home"
+    assert done["held_bytes"] == corpus.app.layers[0].size + sum(layer.size for layer in corpus.app.layers)
+
+
+def test_a_delivery_cut_short_resumes_without_sending_what_arrived(tmp_path, controller, registry, corpus):
+    host = tmp_path / "host"
+    staging = deliver(controller, host, registry, ["team/app:1"], check=True)["staging"]
+    # what a lost connection leaves: the base arrived whole, the app layer half
+    base, app = (layer.digest.split(":")[1] for layer in corpus.app.layers)
+    os.makedirs(os.path.join(staging, "blobs", "sha256"))
+    shutil.copy(controller / "blobs" / "sha256" / base, os.path.join(staging, "blobs", "sha256", base))
+    with open(controller / "blobs" / "sha256" / app, "rb") as whole, open(os.path.join(staging, "blobs", "sha256", app), "wb") as half:
+        half.write(whole.read()[: corpus.app.layers[1].size // 2])
+    done = deliver(controller, host, registry, ["team/app:1"])
+    assert not done.get("failed"), done
+    assert done["resumed_bytes"] == corpus.app.layers[0].size, "the base is not sent again"
+    assert done["sent_bytes"] == unique_bytes(corpus.app) - corpus.app.layers[0].size, "the half layer is sent again whole"
+    assert not os.path.exists(staging), "the staging directory is gone once the images are in"
+    assert [image["id"] for image in run_module("image_facts", {"store": "oci", "store_path": str(host)})["images"]] == [corpus.app.id]
+
+
+def test_a_corrupt_blob_is_refused_on_the_host_and_the_staging_directory_removed(tmp_path, controller, registry, corpus):
+    host = tmp_path / "host"
+    staging = deliver(controller, host, registry, ["team/app:1"], check=True)["staging"]
+    base = corpus.app.layers[0].digest.split(":")[1]
+    os.makedirs(os.path.join(staging, "blobs", "sha256"))
+    with open(os.path.join(staging, "blobs", "sha256", base), "wb") as wrong:
+        wrong.write(b"x" * corpus.app.layers[0].size)  # the right size, other bytes: staged, then refused
+    done = deliver(controller, host, registry, ["team/app:1"])
+    assert done.get("failed") and done["reason"] == "digest_mismatch"
+    assert not os.path.exists(staging)
+    assert run_module("image_facts", {"store": "oci", "store_path": str(host)})["images"] == []
+    again = deliver(controller, host, registry, ["team/app:1"])
+    assert not again.get("failed") and again["resumed_bytes"] == 0, "the refused blob was not kept"
+    assert corpus.app.layers[0].size <= again["sent_bytes"] <= unique_bytes(corpus.app), "the base is sent again (blobs that verified stay in the store, untagged)"
+    assert [image["id"] for image in run_module("image_facts", {"store": "oci", "store_path": str(host)})["images"]] == [corpus.app.id]
