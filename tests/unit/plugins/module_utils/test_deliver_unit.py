@@ -1,0 +1,96 @@
+"""The host's side of a delivery: what it says it holds, what a delivery cut short left, and which platform
+of an image the controller sends."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.dockyard.images.plugins.module_utils._deliver import best_for, blob_path, checked_staging, inventory, staging_name
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord
+
+
+class Holding:
+    """A store that holds some blobs and some tagged images."""
+
+    def __init__(self, blobs: set, records: list):
+        self.blobs, self.records = blobs, records
+
+    def held_blobs(self, images: list) -> set:
+        return {d.digest for _id, blobs in images for d in blobs if d.digest in self.blobs}
+
+    def images(self) -> list:
+        return self.records
+
+
+def digest(char: str) -> str:
+    return "sha256:" + char * 64
+
+
+def record(name: str, image_id: str, platform: str = "linux/amd64") -> ImageRecord:
+    return ImageRecord(
+        reference=parse_reference(name),
+        id=image_id,
+        digest=image_id,
+        manifest_digest=image_id,
+        platform=parse_platform(platform),
+        created=None,
+        layers=[LayerRecord(digest("a"), 10)],
+        config_size=5,
+    )
+
+
+@pytest.fixture
+def staging(tmp_path):
+    path = tmp_path / "deliver" / staging_name({"store": "oci", "store_path": "/srv/oci"})
+    os.makedirs(path / "blobs" / "sha256")
+    return str(path)
+
+
+def test_the_inventory_counts_whole_staged_blobs_and_drops_cut_ones(staging):
+    images = [
+        {
+            "id": digest("c"),
+            "names": ["registry.example/team/app:1"],
+            "blobs": [{"digest": digest("a"), "size": 10}, {"digest": digest("b"), "size": 20}, {"digest": digest("c"), "size": 5}],
+        }
+    ]
+    with open(blob_path(staging, digest("a")), "wb") as whole:
+        whole.write(b"x" * 10)
+    with open(blob_path(staging, digest("b")), "wb") as cut:
+        cut.write(b"x" * 7)
+    store = Holding({digest("c")}, [record("registry.example/team/app:1", digest("c")), record("registry.example/team/app:2", digest("d"))])
+    found = inventory(store, images, staging)
+    assert found == {"held": [digest("c")], "staged": [digest("a")], "tagged": ["registry.example/team/app:1"]}
+    assert not os.path.exists(blob_path(staging, digest("b"))), "a blob cut short is sent again whole"
+
+
+def test_check_mode_leaves_a_cut_blob_where_it_is(staging):
+    images = [{"id": digest("c"), "blobs": [{"digest": digest("b"), "size": 20}]}]
+    with open(blob_path(staging, digest("b")), "wb") as cut:
+        cut.write(b"x" * 7)
+    assert inventory(Holding(set(), []), images, staging, check_mode=True)["staged"] == []
+    assert os.path.exists(blob_path(staging, digest("b")))
+
+
+def test_a_host_without_a_staging_directory_has_staged_nothing(tmp_path):
+    images = [{"id": digest("c"), "blobs": [{"digest": digest("c"), "size": 5}]}]
+    assert inventory(Holding({digest("c")}, []), images, str(tmp_path / "deliver" / "store-00"))["staged"] == []
+
+
+@pytest.mark.parametrize("path", ["relative/deliver/store-00", "/tmp/deliver/other", "/tmp/elsewhere/store-00", "/etc"])
+def test_only_a_staging_directory_is_accepted(path):
+    with pytest.raises(DockyardError) as failure:
+        checked_staging(path)
+    assert failure.value.reason == "invalid_argument"
+
+
+def test_the_platform_sent_is_the_one_that_runs_best_on_the_host():
+    amd64, arm64, armv7 = (record("team/app:1", digest(c), platform) for c, platform in (("1", "linux/amd64"), ("2", "linux/arm64"), ("3", "linux/arm/v7")))
+    assert best_for([amd64, arm64, armv7], parse_platform("linux/arm64")) is arm64
+    assert best_for([amd64, armv7], parse_platform("linux/arm/v8")) is armv7, "a compatible variant when the exact one is not held"
+    assert best_for([amd64], parse_platform("linux/arm64")) is None
