@@ -35,6 +35,7 @@ import io
 import json
 import os
 import posixpath
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -135,11 +136,14 @@ class ArchiveReader:
         self.platform = platform
         self.platform_explicit = platform_explicit
         self.tar = None
+        self._spool = None  # a compressed archive, unpacked once into a plain tar that blobs are read from at once
         try:
             if os.path.isdir(path):
                 self.members = _directory_members(path)
             else:
                 self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+                if not isinstance(self.tar.fileobj, io.BufferedReader):
+                    self.tar = self._plain(self.tar)
                 self.members = {_clean(member.name): member for member in self.tar.getmembers()}
         except FileNotFoundError:
             raise DockyardError("not_found", f"no archive at {path}; give the path of a file docker save, podman save, skopeo or image_export wrote") from None
@@ -149,9 +153,28 @@ class ArchiveReader:
         self._made = {}  # digest: bytes of manifests written for images a docker archive names no manifest for
         self.format, self.images = self._read()
 
+    def _plain(self, packed: tarfile.TarFile) -> tarfile.TarFile:
+        """The tar a compressed archive holds, unpacked once into a private temporary file (removed on close)."""
+        self._spool = tempfile.NamedTemporaryFile(prefix="dockyard-archive-", suffix=".tar")  # noqa: SIM115 - closed (and so removed) by close()
+        with packed:
+            try:
+                packed.fileobj.seek(0)
+                shutil.copyfileobj(packed.fileobj, self._spool, CHUNK)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    where = tempfile.gettempdir()
+                    raise DockyardError(
+                        "disk_full", f"{self.path} is compressed, and unpacking it needs room in {where}; free space there or set TMPDIR"
+                    ) from None
+                raise
+        self._spool.seek(0)
+        return tarfile.open(fileobj=self._spool, mode="r:")
+
     def close(self) -> None:
         if self.tar is not None:
             self.tar.close()
+        if self._spool is not None:
+            self._spool.close()
 
     def __enter__(self) -> ArchiveReader:
         return self
@@ -181,12 +204,14 @@ class ArchiveReader:
         if member is None:
             raise _corrupt(self.path, f"it lacks {name!r:.200}")
         try:
-            handle = self.tar.extractfile(member) if self.tar is not None else open(os.path.join(self.path, _clean(name)), "rb")  # noqa: SIM115
+            if self.tar is None:
+                return open(os.path.join(self.path, _clean(name)), "rb")
+            # each blob is read through a handle of its own, so that several are read at once
+            handle = open(self.path if self._spool is None else self._spool.name, "rb")  # noqa: SIM115 - closed with the slice
+            handle.seek(member.offset_data)
+            return _Slice(handle, member.size)
         except (tarfile.TarError, OSError, zlib.error, EOFError) as exc:
             raise _corrupt(self.path, f"{name!r:.200} cannot be read ({exc})") from None
-        if handle is None:
-            raise _corrupt(self.path, f"{name!r:.200} is not a file")
-        return handle
 
     def _size(self, name: str) -> Optional[int]:
         member = self._member(name)
@@ -423,6 +448,27 @@ class ArchiveReader:
         if "sha256:" + unpacked.hexdigest() != diff_id:
             raise DockyardError("digest_mismatch", f"{what}: the layer {path} unpacks to sha256:{unpacked.hexdigest()}, not its DiffID {diff_id}")
         return "sha256:" + packed.hexdigest()
+
+
+class _Slice:
+    """`size` bytes of an open file, from where it stands: one member of a plain tar."""
+
+    def __init__(self, handle: BinaryIO, size: int):
+        self.handle, self.left = handle, size
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(self.left if size < 0 else min(size, self.left))
+        self.left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> _Slice:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _clean(name: str) -> str:

@@ -12,7 +12,6 @@ import pytest
 from support.ansible import run_module
 
 
-
 def pull_into(path, registry, names) -> dict:
     result = run_module("image_pull", {"name": [f"{registry.host}/{name}" for name in names], "store": "oci", "store_path": str(path)})
     assert not result.get("failed"), result
