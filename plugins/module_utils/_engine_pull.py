@@ -66,12 +66,7 @@ class EnginePuller:
         workers = self.concurrency if self.store.kind == "docker" else 1
         for result, failure in each(results, self._pull_one, workers):
             result.error = failure
-        pulled = set()
-        for result in results:  # concurrent pulls share a layer's download: the first image in the list owns it
-            for layer in result.layers:
-                if layer.status == PULL_COMPLETE and layer.digest in pulled:
-                    layer.status = ALREADY_EXISTS
-                pulled.add(layer.digest)
+        first_brings_shared_layers(results)
         return results
 
     def _pull_one(self, result: PullResult) -> None:
@@ -79,7 +74,7 @@ class EnginePuller:
         before = self.store.find(request.reference)
         if before is not None and request.platform_explicit and not _runs_on(before, request.platform):
             before = None  # the engine holds the tag for another platform
-        result.before = _engine_state(before, request.reference)
+        result.before = engine_state(before, request.reference)
         pin = request.reference.digest
         held = before is not None and (pin is None or _holds_digest(before, request.reference, pin) is not None)
         if held and (request.policy == "missing" or request.reference.pinned):
@@ -105,16 +100,11 @@ class EnginePuller:
         result.layers = [LayerStatus(layer.digest, layer.size, ALREADY_EXISTS) for layer in record.layers]
 
     def _predict(self, result: PullResult, registry, head_digest: Optional[str], before: Optional[dict]) -> None:
-        """What the engine would do: layers are reused up to the first ChainID it lacks, as dockerd does."""
+        """What the engine would do, from the registry's manifest and config."""
         request = result.request
         resolved = registry.resolve(request.reference, request.platform, head_digest, lambda digest: None)
         config = read_config(registry.fetch_blob_bytes(request.reference, resolved.config), f"the config {resolved.config.digest}")
-        diff_ids = list(config.diff_ids)
-        held = self._held_chain_ids()
-        reusing = True
-        for layer, chain in zip(resolved.layers, chain_ids(diff_ids)):
-            reusing = reusing and chain in held
-            result.layers.append(LayerStatus(layer.digest, layer.size, ALREADY_EXISTS if reusing else PULL_COMPLETE))
+        result.layers = predicted_layers(resolved.layers, list(config.diff_ids), self._held_chain_ids())
         found = resolved.platform or config.platform
         result.digest, result.manifest_digest, result.id = resolved.digest, resolved.manifest_digest, resolved.config.digest
         result.platform = str(found) if found else None
@@ -192,6 +182,26 @@ class EnginePuller:
         return sorted(layer_ids, key=lambda layer_id: position.get(layer_id, len(position)))  # stable: what it lacks stays last, in the stream's order
 
 
+def predicted_layers(layers: tuple, diff_ids: list, held: set) -> list:
+    """What an engine does with an image's layers: it reuses them up to the first ChainID it lacks, as
+    dockerd does, and takes every layer after that one (`held` is the ChainIDs it holds)."""
+    statuses, reusing = [], True
+    for layer, chain in zip(layers, chain_ids(diff_ids)):
+        reusing = reusing and chain in held
+        statuses.append(LayerStatus(layer.digest, layer.size, ALREADY_EXISTS if reusing else PULL_COMPLETE))
+    return statuses
+
+
+def first_brings_shared_layers(results: list) -> None:
+    """Images of one call share what the engine takes of a layer: the first image in the list brings it, the others reuse it."""
+    brought = set()
+    for result in results:
+        for layer in result.layers:
+            if layer.status == PULL_COMPLETE and layer.digest in brought:
+                layer.status = ALREADY_EXISTS
+            brought.add(layer.digest)
+
+
 def _short_id(digest: str) -> str:
     """A digest as engines name layers and images: the first 12 hex digits."""
     return digest.split(":")[-1][:12]
@@ -210,7 +220,8 @@ def _holds_digest(inspect: dict, reference: Reference, digest: Optional[str]) ->
     return digest if digest in held else None
 
 
-def _engine_state(inspect: Optional[dict], reference: Reference) -> Optional[str]:
+def engine_state(inspect: Optional[dict], reference: Reference) -> Optional[str]:
+    """What a name stands for in the engine, as a diff shows it: the digest it was pulled by, else the image id; None when it holds nothing there."""
     if inspect is None:
         return None
     return _holds_digest(inspect, reference, None) or full_image_id(inspect.get("Id", ""))

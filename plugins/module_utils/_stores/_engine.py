@@ -15,7 +15,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, BinaryIO, Optional
 from urllib.parse import quote, unquote, urlsplit
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -24,6 +24,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 from ansible_collections.dockyard.images.plugins.module_utils._requests import HTTPAdapter, HTTPConnection, HTTPConnectionPool, requests, urllib3
 
 if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import ArchiveSource, Exported
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
@@ -84,6 +85,7 @@ class UnixSocketAdapter(HTTPAdapter):
 
 
 MAX_API_VERSION = (1, 45)
+DOWNLOAD_CHUNK = 1024 * 1024
 ENGINE_URL = "http://docker-engine"
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -171,16 +173,33 @@ class EngineClient:
     def inspect_image(self, name: str) -> Optional[dict]:
         return self.get_json(f"/images/{quote(name, safe='/:@')}/json", ok=(200, 404))
 
-    def stream(self, method: str, path: str, params=None, headers=None):
-        """POST and yield each JSON object of a progress stream, read to its end without a read timeout."""
-        response = self.call(method, path, params=params, headers=headers, stream=True, timeout=(10, None))
+    def stream(self, method: str, path: str, params=None, headers=None, data=None):
+        """Send a request (`data`: a body of any size, such as a generator of chunks) and yield each JSON
+        object of the progress stream it answers, read to its end without a read timeout."""
+        response = self.call(method, path, params=params, headers=headers, data=data, stream=True, timeout=(10, None))
         with response:
-            for line in response.iter_lines():
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        continue
+            try:
+                for line in response.iter_lines():
+                    if line.strip():
+                        try:
+                            yield json.loads(line)
+                        except ValueError:
+                            continue
+            except requests.exceptions.RequestException as exc:
+                raise self._broken_off(f"{method} {path}", exc) from None
+
+    def download(self, path: str, out: BinaryIO, params=None) -> None:
+        """GET a body of any size (an image archive) into `out`, read without a read timeout."""
+        response = self.call("GET", path, params=params, stream=True, timeout=(10, None))
+        with response:
+            try:
+                for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+            except requests.exceptions.RequestException as exc:
+                raise self._broken_off(f"GET {path}", exc) from None
+
+    def _broken_off(self, what: str, exc: Exception) -> DockyardError:
+        return DockyardError("unreachable", f"the engine at {self.docker_host} broke off its answer to {what}: {exc}")
 
 
 _ENGINE_MESSAGE_REASONS = (
@@ -305,6 +324,25 @@ class EngineStore:
         from ansible_collections.dockyard.images.plugins.module_utils._engine_pull import EnginePuller
 
         return EnginePuller(self, client, concurrency, check_mode)
+
+    def loader(self, source: ArchiveSource, concurrency: int, check_mode: bool):
+        """The engine loads the archive's images it does not hold under their names, in one POST /images/load
+        (so `concurrency` has nothing to share out); check mode predicts from the ChainIDs it holds."""
+        from ansible_collections.dockyard.images.plugins.module_utils._engine_archive import EngineLoader
+
+        return EngineLoader(self, source, check_mode)
+
+    def held_blobs(self, images: list) -> set:
+        """Of the blobs of these (id, blobs) images, those of the images the engine holds: an engine keeps no
+        compressed blob, so a delivery sends an image it lacks whole, and one it holds not at all."""
+        ids = {record.id for record in self.images()}
+        return {d.digest for image_id, blobs in images if image_id in ids for d in blobs}
+
+    def exporter(self, names: list) -> Exported:
+        """The engine saves the images (GET /images/get) into a private file that the archive is written from."""
+        from ansible_collections.dockyard.images.plugins.module_utils._engine_archive import export_from_engine
+
+        return export_from_engine(self, names)
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         """Which tags go, which images and layers the engine then deletes; refuses images in use."""
