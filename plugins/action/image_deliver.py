@@ -87,7 +87,7 @@ class ActionModule(ActionBase):
             "sent_bytes": sum(to_send.values()),
             "sent_blobs": len(to_send),
             "resumed_bytes": sum(size for digest, size in sending.items() if digest in staged),
-            "held_bytes": sum(layer.size for record in chosen for layer in record.layers if layer.digest in held_blobs),
+            "held_bytes": sum({layer.digest: layer.size for record in chosen for layer in record.layers if layer.digest in held_blobs}.values()),
             "platform": str(platform),
             "staging": staging,
         }

@@ -35,7 +35,6 @@ import io
 import json
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -138,35 +137,52 @@ class ArchiveReader:
         self.tar = None
         self._spool = None  # a compressed archive, unpacked once into a plain tar that blobs are read from at once
         try:
-            if os.path.isdir(path):
+            found = os.stat(path)
+            if stat.S_ISDIR(found.st_mode):
+                if not any(os.path.isfile(os.path.join(path, name)) for name in ("index.json", "manifest.json")):
+                    raise _corrupt(path, "it is a directory without an image layout (index.json) or docker save's manifest.json")
                 self.members = _directory_members(path)
+            elif not stat.S_ISREG(found.st_mode):
+                raise DockyardError("invalid_argument", f"{path} is not a regular file; give the path of an image archive")
             else:
-                self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
-                if not isinstance(self.tar.fileobj, io.BufferedReader):
-                    self.tar = self._plain(self.tar)
+                try:
+                    self.tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by close()
+                except tarfile.ReadError:  # not a plain tar: a compressed one, unpacked once
+                    self.tar = self._plain(path)
                 self.members = {_clean(member.name): member for member in self.tar.getmembers()}
+        except PermissionError as exc:
+            raise DockyardError("invalid_argument", f"cannot read {path}: {exc.strerror}; run the task as a user who may") from None
         except FileNotFoundError:
             raise DockyardError("not_found", f"no archive at {path}; give the path of a file docker save, podman save, skopeo or image_export wrote") from None
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             raise _corrupt(path, f"it cannot be read as a tar ({exc})") from None
         self._blobs = {}  # digest: member name, for archives that do not keep blobs by digest
         self._made = {}  # digest: bytes of manifests written for images a docker archive names no manifest for
+        self._layers = {}  # (path, DiffID): the descriptor of a docker archive's layer, hashed once however often it is named
         self.format, self.images = self._read()
 
-    def _plain(self, packed: tarfile.TarFile) -> tarfile.TarFile:
-        """The tar a compressed archive holds, unpacked once into a private temporary file (removed on close)."""
+    def _plain(self, path: str) -> tarfile.TarFile:
+        """The tar a compressed archive holds, unpacked once into a private temporary file (removed on close),
+        never more than the room its disk has."""
         self._spool = tempfile.NamedTemporaryFile(prefix="dockyard-archive-", suffix=".tar")  # noqa: SIM115 - closed (and so removed) by close()
-        with packed:
+        room = _free_bytes(os.path.dirname(self._spool.name))
+        with tarfile.open(path, "r:*") as packed:
+            unpacked = packed.fileobj
+            unpacked.seek(0)
             try:
-                packed.fileobj.seek(0)
-                shutil.copyfileobj(packed.fileobj, self._spool, CHUNK)
+                for chunk in iter(lambda: unpacked.read(CHUNK), b""):
+                    self._spool.write(chunk)
+                    if room is not None and self._spool.tell() > room:
+                        raise OSError(errno.ENOSPC, "no room for the unpacked archive")
             except OSError as exc:
+                self._spool.close()
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    where = tempfile.gettempdir()
+                    where = os.path.dirname(self._spool.name)
                     raise DockyardError(
-                        "disk_full", f"{self.path} is compressed, and unpacking it needs room in {where}; free space there or set TMPDIR"
+                        "disk_full", f"{self.path} is compressed, and unpacked it needs more room than {where} has; free some, or set TMPDIR"
                     ) from None
                 raise
+        self._spool.flush()
         self._spool.seek(0)
         return tarfile.open(fileobj=self._spool, mode="r:")
 
@@ -204,8 +220,8 @@ class ArchiveReader:
         if member is None:
             raise _corrupt(self.path, f"it lacks {name!r:.200}")
         try:
-            if self.tar is None:
-                return open(os.path.join(self.path, _clean(name)), "rb")
+            if self.tar is None:  # a file of the directory, never a link it was swapped for since it was listed
+                return os.fdopen(os.open(os.path.join(self.path, _clean(name)), os.O_RDONLY | os.O_NOFOLLOW), "rb")
             # each blob is read through a handle of its own, so that several are read at once
             handle = open(self.path if self._spool is None else self._spool.name, "rb")  # noqa: SIM115 - closed with the slice
             handle.seek(member.offset_data)
@@ -246,7 +262,9 @@ class ArchiveReader:
         return self._size(self._blobs.get(descriptor.digest) or _blob_path(descriptor.digest)) == descriptor.size
 
     def blob_bytes(self, descriptor: Descriptor) -> bytes:
-        """A small blob (a manifest, a config) into memory, verified."""
+        """A small blob (a manifest, a config) into memory, verified; no larger than a manifest may be."""
+        if descriptor.size > MAX_MANIFEST_BYTES:
+            raise _corrupt(self.path, f"the manifest or config {descriptor.digest} is {descriptor.size} bytes, more than {MAX_MANIFEST_BYTES}")
         sink = MemorySink(descriptor.digest)
         self.copy_blob(descriptor, sink)
         return bytes(sink.data)
@@ -271,18 +289,28 @@ class ArchiveReader:
 
     def _read(self) -> tuple:
         if "index.json" in self.members and "oci-layout" in self.members:
-            return OCI_ARCHIVE, self._read_layout()
-        if "manifest.json" in self.members:
-            return DOCKER_ARCHIVE, self._read_docker()
-        raise _corrupt(self.path, "it holds neither an OCI image layout (oci-layout, index.json) nor docker save's manifest.json")
+            shape, images = OCI_ARCHIVE, self._read_layout()
+        elif "manifest.json" in self.members:
+            shape, images = DOCKER_ARCHIVE, self._read_docker()
+        else:
+            raise _corrupt(self.path, "it holds neither an OCI image layout (oci-layout, index.json) nor docker save's manifest.json")
+        if not images:
+            raise _corrupt(self.path, "it holds no image")
+        for image in images:  # every blob is there, with its size, before anything is loaded from it
+            for descriptor in image.blobs:
+                if not self.has_blob(descriptor):
+                    label = image.names[0].familiar if image.names else image.tag or image.id
+                    raise _corrupt(
+                        self.path, f"it lacks {self._blobs.get(descriptor.digest) or _blob_path(descriptor.digest)} of {label}, or holds it with another size"
+                    )
+        return shape, images
 
     def _read_layout(self) -> list:
         layout = self._json("oci-layout")
         if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
             raise _corrupt(self.path, "its oci-layout is not imageLayoutVersion 1.0.0")
-        what = f"{self.path}: index.json"
         try:
-            entries = index_entries(self._read_small("index.json"), what)
+            entries = index_entries(self._read_small("index.json"), "index.json")
         except DockyardError as exc:
             raise _corrupt(self.path, exc.message) from None
         if len(entries) > MAX_IMAGES:
@@ -412,7 +440,13 @@ class ArchiveReader:
         return ArchiveImage(names, manifest, manifest, config, layers, image_config.platform)
 
     def _docker_layer(self, path: str, diff_id: str, what: str) -> Descriptor:
-        """A layer of a docker archive: a plain tar is its DiffID; a compressed one is hashed, and its content checked against the DiffID."""
+        """A layer of a docker archive: a plain tar is its DiffID; a compressed one is hashed (once), and its content checked against the DiffID."""
+        key = (_clean(path), diff_id)
+        if key not in self._layers:
+            self._layers[key] = self._new_docker_layer(path, diff_id, what)
+        return self._layers[key]
+
+    def _new_docker_layer(self, path: str, diff_id: str, what: str) -> Descriptor:
         size = self._size(path)
         if size is None:
             raise _corrupt(self.path, f"{what.split(': ', 1)[1]} names the layer {path!r:.200}, which the archive lacks")
@@ -438,11 +472,13 @@ class ArchiveReader:
             try:
                 for chunk in iter(lambda: handle.read(CHUNK), b""):
                     packed.update(chunk)
-                    unpacked.update(inflater.decompress(chunk))
-                    while inflater.eof and inflater.unused_data:  # gzip members one after another
-                        rest = inflater.unused_data
-                        inflater = zlib.decompressobj(wbits=47)
-                        unpacked.update(inflater.decompress(rest))
+                    pending = chunk
+                    while pending:  # never more than CHUNK unpacked at once, however well the bytes pack
+                        unpacked.update(inflater.decompress(pending, CHUNK))
+                        pending = inflater.unconsumed_tail
+                        if inflater.eof and not pending and inflater.unused_data:  # gzip members one after another
+                            pending = inflater.unused_data
+                            inflater = zlib.decompressobj(wbits=47)
             except zlib.error as exc:
                 raise _corrupt(self.path, f"the layer {path} is not valid gzip ({exc})") from None
         if "sha256:" + unpacked.hexdigest() != diff_id:
@@ -688,8 +724,15 @@ def archive_holds(path: str, plan: ArchivePlan) -> bool:
 
 @contextlib.contextmanager
 def atomic_file(path: str) -> Iterator[BinaryIO]:
-    """A file written beside `path` and moved over it only once complete and synced; removed in every other outcome."""
+    """A file written beside `path` and moved over it only once complete and synced; removed in every other outcome.
+    It keeps the mode of the file it replaces; a new one is readable by all but written by its owner, less the umask."""
     folder = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o644 & ~umask
     try:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".partial")
     except OSError as exc:
@@ -699,7 +742,7 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -722,7 +765,11 @@ def load_archive(store, path: str, platform: Platform, platform_explicit: bool, 
             if not names:
                 unnamed.append(image.tag or image.id)
             for name in names:
-                by_name.setdefault(name.stored_name, (name, image))
+                if name.digest is not None and name.digest not in (image.top.digest, image.manifest.digest):
+                    raise DockyardError(
+                        "digest_mismatch", f"{path} names an image {name.familiar}, but that image's digest is {image.top.digest}; nothing was loaded"
+                    )
+                by_name[name.stored_name] = (name, image)  # a name given twice is the last image's, as docker load has it
         if unnamed:
             raise DockyardError(
                 "invalid_argument",
@@ -766,6 +813,13 @@ def _named(repository: str, tag: str) -> Reference:
 
 def export_archive(store, names: list, path: str, archive_format: str, check_mode: bool) -> dict:
     """Write the images `names` mean into an archive at `path`, unless it already holds exactly them."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not names:
+        raise DockyardError("invalid_argument", "name lists no image to write")
+    if not os.path.isdir(folder):
+        raise DockyardError("invalid_argument", f"{folder} does not exist; create it, or write the archive elsewhere")
+    if os.path.isdir(path) or path.endswith("/"):
+        raise DockyardError("invalid_argument", f"{path} is a directory; give the archive's file name")
     source = store.exporter(names)
     try:
         return _write_exported(source, path, archive_format, check_mode)

@@ -15,16 +15,20 @@ This module_utils file is private to the dockyard.images collection and may chan
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, best_running_on
+from ansible_collections.dockyard.images.plugins.module_utils._reference import is_digest
 
 DELIVER_OPTIONS = {  # image_deliver's own options, beside the store's (the action plugin and its documentation's twin)
     "name": {"type": "list", "elements": "str", "required": True},
@@ -33,6 +37,7 @@ DELIVER_OPTIONS = {  # image_deliver's own options, beside the store's (the acti
     "concurrency": {"type": "int", "default": 3},
 }
 STAGING_ROOT = "~/.cache/dockyard/deliver"  # under the connection user's home: the controller writes there without privileges
+_STAGING_RE = re.compile(r"store-[0-9a-f]{16}\Z")
 
 
 def staging_name(store: dict) -> str:
@@ -46,35 +51,64 @@ def blob_path(staging: str, digest: str) -> str:
 
 
 def checked_staging(path: str) -> str:
-    """The staging directory the controller named: an absolute path to a `store-<hex>` directory, nothing else."""
-    real = os.path.realpath(path)
-    if not os.path.isabs(path) or not os.path.basename(real).startswith("store-") or os.path.basename(os.path.dirname(real)) != "deliver":
-        raise DockyardError("invalid_argument", f"{path!r:.200} is not a delivery staging directory")
-    return real
+    """The staging directory the controller named: `<home>/.cache/dockyard/deliver/store-<16 hex digits>`, spelled
+    plainly (no `..`, no link on the way), nothing else: the load removes it."""
+    parts = path.split("/")
+    plain = os.path.isabs(path) and os.path.normpath(path) == path and os.path.realpath(path) == path
+    if not plain or parts[-4:-1] != [".cache", "dockyard", "deliver"] or not _STAGING_RE.match(parts[-1]):
+        raise DockyardError("invalid_argument", f"{path!r:.200} is not a delivery staging directory (~/.cache/dockyard/deliver/store-<16 hex digits>)")
+    return path
+
+
+def _checked_blobs(images: list) -> list:
+    """(id, [Descriptor]) of the images the controller asks about, every digest checked before a path is made of it."""
+    wanted = []
+    for image in images:
+        blobs = image.get("blobs") or []
+        digests = [image.get("id"), *(blob.get("digest") for blob in blobs if isinstance(blob, dict))]
+        sizes = [blob.get("size") for blob in blobs if isinstance(blob, dict)]
+        if len(digests) != len(blobs) + 1 or not all(is_digest(d) for d in digests) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+            raise DockyardError("invalid_argument", f"images must each be an id and blobs of digest and size, not {image!r:.200}")
+        wanted.append((image["id"], [Descriptor("", blob["digest"], blob["size"]) for blob in blobs]))
+    return wanted
+
+
+def _plain_directories(staging: str, algorithms: set) -> None:
+    """Whatever stands where the staging directory's folders go and is not a folder (a link, say) is removed, not followed."""
+    for path in (staging, os.path.join(staging, "blobs"), *(os.path.join(staging, "blobs", algorithm) for algorithm in algorithms)):
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(found.st_mode):
+            os.unlink(path)
+            return
 
 
 def inventory(store, images: list, staging: str, check_mode: bool = False) -> dict:
     """Of the blobs of `images` ({id, names, blobs: [{digest, size}]}), those the store holds and those staged
     already with their full size (a file of another size is a transfer cut short: removed, to be sent again);
     and which of their names the store holds as that very image."""
-    wanted = [(image["id"], [Descriptor("", blob["digest"], blob["size"]) for blob in image["blobs"]]) for image in images]
+    wanted = _checked_blobs(images)
     held = store.held_blobs(wanted)
     ids = {image["id"] for image in images}
     holding = {(record.reference.stored_name, record.id) for record in store.images() if record.reference is not None and record.id in ids}
     tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in holding})
     staged = []
-    blobs = {d.digest: d for _id, image_blobs in wanted for d in image_blobs}.values() if os.path.isdir(staging) else ()
-    for descriptor in blobs:
+    blobs = {d.digest: d for _id, image_blobs in wanted for d in image_blobs}.values()
+    if not check_mode:
+        _plain_directories(staging, {d.digest.split(":")[0] for d in blobs})
+    for descriptor in blobs if os.path.isdir(staging) else ():
         path = blob_path(staging, descriptor.digest)
         try:
-            size = os.lstat(path).st_size
+            found = os.lstat(path)
         except FileNotFoundError:
             continue
         except OSError as exc:
             raise DockyardError("invalid_argument", f"cannot read the staging directory {staging}: {exc.strerror}") from None
-        if size == descriptor.size:
+        if stat.S_ISREG(found.st_mode) and found.st_size == descriptor.size:
             staged.append(descriptor.digest)
-        elif not check_mode:
+        elif not check_mode:  # a transfer cut short (or anything but a file): sent again
             os.unlink(path)
     return {"held": sorted(held), "staged": sorted(staged), "tagged": tagged}
 
@@ -95,8 +129,11 @@ def receive(store, staging: str, index: dict, platform: Platform, platform_expli
 
 
 def _write(path: str, data: bytes) -> None:
+    """A new file at `path`, whatever stood there before removed first, never followed."""
     try:
-        with open(path, "wb") as handle:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as handle:
             handle.write(data)
     except OSError as exc:
         reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "invalid_argument"

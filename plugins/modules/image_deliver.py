@@ -34,9 +34,10 @@ attributes:
     details:
       - Check mode asks the host what it holds and says what would be sent, in bytes; it sends and loads nothing.
   diff_mode:
-    support: full
+    support: partial
     details:
-      - The diff shows each name's digest in the host's store before and after.
+      - A delivery that loads images shows each name's digest in the host's store before and after; check mode and a
+        delivery with nothing to send show none.
   idempotent:
     support: full
 options:

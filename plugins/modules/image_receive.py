@@ -12,8 +12,8 @@ version_added: 0.1.0
 description:
   - M(dockyard.images.image_deliver) runs this module on each host; playbooks use M(dockyard.images.image_deliver).
   - With O(step=inventory) it says which blobs of the images the host's store already holds, and which a delivery cut
-    short left in the staging directory O(staging), with their full size (a file of another size is removed, to be
-    sent again). It also creates the staging directory's parents.
+    short left in the staging directory O(staging), with their full size (a file of another size, or anything but a
+    file, is removed, to be sent again, and never followed).
   - With O(step=load) it loads the image layout staged in O(staging) (the blobs sent, and O(index)) into the store, as
     M(dockyard.images.image_load) loads an archive. Every blob is verified before the store takes it, only blobs the
     store lacks are copied, and an image is tagged only once all of it is in. The staging directory is removed
@@ -25,9 +25,10 @@ extends_documentation_fragment:
   - dockyard.images.attributes
 attributes:
   check_mode:
-    support: full
+    support: partial
     details:
-      - With O(step=load), check mode says what would be loaded and leaves the staging directory as it is.
+      - With O(step=inventory), check mode removes nothing. O(step=load) needs what a real delivery staged, so
+        M(dockyard.images.image_deliver) does its check mode with O(step=inventory) alone.
   diff_mode:
     support: full
     details:
@@ -41,7 +42,9 @@ options:
     choices: [inventory, load]
     required: true
   staging:
-    description: The staging directory, an absolute path to a directory named C(store-) and hex digits under a directory C(deliver).
+    description:
+      - The staging directory, C(~/.cache/dockyard/deliver/store-) and 16 hex digits in the connection user's home, spelled
+        as an absolute path with no link on the way.
     type: path
     required: true
   images:

@@ -195,21 +195,21 @@ def test_an_image_named_by_a_bare_tag_needs_a_repository(tmp_path, filled):
     source, names = filled
     path = tmp_path / "images.tar"
     export_archive(source, names[:1], str(path), OCI_ARCHIVE, check_mode=False)
-    rewritten = tmp_path / "bare.tar"
-    with tarfile.open(path) as tar, tarfile.open(rewritten, "w") as out:
-        for member in tar.getmembers():
-            data = tar.extractfile(member).read() if member.isfile() else None
-            if member.name == "index.json":
-                index = json.loads(data)
-                index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "v1"}
-                data = json.dumps(index).encode()
-                member.size = len(data)
-            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    bare = tmp_path / "bare.tar"
+
+    def bare_tag(name, data):
+        if name != "index.json":
+            return data
+        index = json.loads(data)
+        index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "v1"}
+        return json.dumps(index).encode()
+
+    rewritten(path, bare, bare_tag)
     store = OciStore(str(tmp_path / "store"), lock_timeout=5)
     with pytest.raises(DockyardError) as failure:
-        load_archive(store, str(rewritten), AMD64, False, None, 3, check_mode=False)
+        load_archive(store, str(bare), AMD64, False, None, 3, check_mode=False)
     assert failure.value.reason == "invalid_argument" and "repository" in failure.value.message
-    load_archive(store, str(rewritten), AMD64, False, "registry.example/team/app", 3, check_mode=False)
+    load_archive(store, str(bare), AMD64, False, "registry.example/team/app", 3, check_mode=False)
     assert held(store) == {"registry.example/team/app:v1": APP.id}
 
 
@@ -255,3 +255,81 @@ def test_any_manifest_json_is_read_or_refused_with_a_reason(tmp_path_factory, bo
         ArchiveReader(path, AMD64).close()
     except DockyardError as exc:
         assert exc.reason in ("invalid_archive", "unsupported_media_type", "digest_mismatch", "invalid_reference")
+
+
+def rewritten(source, target, change) -> None:
+    """A copy of the tar `source` with `change(name, data)` applied to each file (None drops it)."""
+    with tarfile.open(source) as tar, tarfile.open(target, "w") as out:
+        for member in tar.getmembers():
+            data = tar.extractfile(member).read() if member.isfile() else None
+            if data is not None:
+                data = change(member.name, data)
+                if data is None:
+                    continue
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+def test_a_name_pinned_to_another_digest_than_its_images_is_refused(tmp_path, filled):
+    source, names = filled
+    path = tmp_path / "images.tar"
+    export_archive(source, names[:1], str(path), OCI_ARCHIVE, check_mode=False)
+    forged = tmp_path / "forged.tar"
+
+    def pin(name, data):
+        if name != "index.json":
+            return data
+        index = json.loads(data)
+        index["manifests"][0]["annotations"]["io.containerd.image.name"] = "docker.io/library/alpine@sha256:" + "a" * 64
+        return json.dumps(index).encode()
+
+    rewritten(path, forged, pin)
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    with pytest.raises(DockyardError) as failure:
+        load_archive(store, str(forged), AMD64, False, None, 3, check_mode=False)
+    assert failure.value.reason == "digest_mismatch" and "alpine@sha256:" in failure.value.message
+    assert not os.path.exists(store.root), "a pod asking for that digest must never find this image"
+
+
+def test_an_archive_that_lacks_a_layer_fails_before_the_store_is_touched(tmp_path, filled):
+    source, names = filled
+    path = tmp_path / "images.tar"
+    export_archive(source, names[:1], str(path), DOCKER_ARCHIVE, check_mode=False)
+    lacking = tmp_path / "lacking.tar"
+    rewritten(path, lacking, lambda name, data: None if name.endswith(APP.layers[1].digest.split(":")[1]) else data)
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    with pytest.raises(DockyardError) as failure:
+        load_archive(store, str(lacking), AMD64, False, None, 3, check_mode=True)
+    assert failure.value.reason == "invalid_archive" and APP.layers[1].digest.split(":")[1] in failure.value.message
+    assert not os.path.exists(store.root)
+
+
+def test_what_is_not_an_archive_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w") as tar:
+        info = tarfile.TarInfo("index.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    for path, reason in ((fifo, "invalid_argument"), (tmp_path, "invalid_archive"), (empty, "invalid_archive")):
+        with pytest.raises(DockyardError) as failure:
+            ArchiveReader(str(path), AMD64)
+        assert failure.value.reason == reason, path
+
+
+def test_an_export_to_a_path_it_cannot_write_fails_in_check_mode_too(tmp_path, filled):
+    source, names = filled
+    for path in (tmp_path / "missing" / "images.tar", tmp_path):
+        with pytest.raises(DockyardError) as failure:
+            export_archive(source, names, str(path), DOCKER_ARCHIVE, check_mode=True)
+        assert failure.value.reason == "invalid_argument"
+
+
+def test_an_archive_written_again_keeps_the_mode_of_the_one_it_replaces(tmp_path, filled):
+    source, names = filled
+    path = tmp_path / "images.tar"
+    export_archive(source, names[:1], str(path), DOCKER_ARCHIVE, check_mode=False)
+    os.chmod(path, 0o600)
+    export_archive(source, names, str(path), DOCKER_ARCHIVE, check_mode=False)
+    assert os.stat(path).st_mode & 0o777 == 0o600

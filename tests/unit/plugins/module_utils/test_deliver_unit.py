@@ -46,7 +46,7 @@ def record(name: str, image_id: str, platform: str = "linux/amd64") -> ImageReco
 
 @pytest.fixture
 def staging(tmp_path):
-    path = tmp_path / "deliver" / staging_name({"store": "oci", "store_path": "/srv/oci"})
+    path = tmp_path / ".cache" / "dockyard" / "deliver" / staging_name({"store": "oci", "store_path": "/srv/oci"})
     os.makedirs(path / "blobs" / "sha256")
     return str(path)
 
@@ -79,14 +79,51 @@ def test_check_mode_leaves_a_cut_blob_where_it_is(staging):
 
 def test_a_host_without_a_staging_directory_has_staged_nothing(tmp_path):
     images = [{"id": digest("c"), "blobs": [{"digest": digest("c"), "size": 5}]}]
-    assert inventory(Holding({digest("c")}, []), images, str(tmp_path / "deliver" / "store-00"))["staged"] == []
+    assert inventory(Holding({digest("c")}, []), images, str(tmp_path / ".cache/dockyard/deliver/store-0123456789abcdef"))["staged"] == []
 
 
-@pytest.mark.parametrize("path", ["relative/deliver/store-00", "/tmp/deliver/other", "/tmp/elsewhere/store-00", "/etc"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "relative/.cache/dockyard/deliver/store-0123456789abcdef",
+        "/root/.cache/dockyard/deliver/other",
+        "/root/.cache/dockyard/deliver/store-notahexnumber00",
+        "/srv/deliver/store-0123456789abcdef",
+        "/root/.cache/dockyard/deliver/../../../../srv/.cache/dockyard/deliver/store-0123456789abcdef",
+        "/etc",
+    ],
+)
 def test_only_a_staging_directory_is_accepted(path):
     with pytest.raises(DockyardError) as failure:
         checked_staging(path)
     assert failure.value.reason == "invalid_argument"
+
+
+def test_a_staging_directory_reached_through_a_link_is_refused(tmp_path):
+    real = tmp_path / "elsewhere" / ".cache" / "dockyard" / "deliver" / "store-0123456789abcdef"
+    real.mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".cache").symlink_to(tmp_path / "elsewhere" / ".cache")
+    with pytest.raises(DockyardError):
+        checked_staging(str(tmp_path / "home" / ".cache" / "dockyard" / "deliver" / "store-0123456789abcdef"))
+
+
+@pytest.mark.parametrize("bad", ["/tmp/victim.txt", "sha256:../../../victim.txt", "sha256:" + "a" * 63])
+def test_a_digest_that_is_not_one_is_refused_before_any_path_is_made_of_it(staging, tmp_path, bad):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    with pytest.raises(DockyardError) as failure:
+        inventory(Holding(set(), []), [{"id": digest("c"), "blobs": [{"digest": bad, "size": 1}]}], staging)
+    assert failure.value.reason == "invalid_argument" and victim.read_text() == "keep me"
+
+
+def test_a_link_named_like_a_blob_is_removed_and_never_followed(staging, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("x" * 10)
+    os.symlink(victim, blob_path(staging, digest("a")))
+    images = [{"id": digest("c"), "blobs": [{"digest": digest("a"), "size": len(str(victim))}]}]
+    assert inventory(Holding(set(), []), images, staging)["staged"] == [], "a link of the blob's size is not a staged blob"
+    assert not os.path.lexists(blob_path(staging, digest("a"))) and victim.read_text() == "x" * 10
 
 
 def test_the_platform_sent_is_the_one_that_runs_best_on_the_host():
