@@ -130,8 +130,9 @@ def _directory_members(root: str) -> dict:
 class ArchiveReader:
     """The images of one archive file (or of an image layout in a directory), for one platform (the host's, or the task's)."""
 
-    def __init__(self, path: str, platform: Platform, platform_explicit: bool = False):
+    def __init__(self, path: str, platform: Platform, platform_explicit: bool = False, complete: bool = True):
         self.path = path
+        self.complete = complete  # every layer is in it (an archive); else the store holds those it lacks (a delivery's staging)
         self.platform = platform
         self.platform_explicit = platform_explicit
         self.tar = None
@@ -296,7 +297,7 @@ class ArchiveReader:
             raise _corrupt(self.path, "it holds neither an OCI image layout (oci-layout, index.json) nor docker save's manifest.json")
         if not images:
             raise _corrupt(self.path, "it holds no image")
-        for image in images:  # every blob is there, with its size, before anything is loaded from it
+        for image in images if self.complete else ():  # every blob is there, with its size, before anything is loaded from it
             for descriptor in image.blobs:
                 if not self.has_blob(descriptor):
                     label = image.names[0].familiar if image.names else image.tag or image.id
@@ -753,10 +754,12 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
 # -- what image_load and image_export do ----------------------------------------------------------------
 
 
-def load_archive(store, path: str, platform: Platform, platform_explicit: bool, repository: Optional[str], concurrency: int, check_mode: bool) -> tuple:
+def load_archive(
+    store, path: str, platform: Platform, platform_explicit: bool, repository: Optional[str], concurrency: int, check_mode: bool, complete: bool = True
+) -> tuple:
     """(the archive's format, a PullResult for each name of its images): every image the archive holds,
     under every name it gives, loaded through the store's own loader."""
-    with ArchiveReader(path, platform, platform_explicit) as reader:
+    with ArchiveReader(path, platform, platform_explicit, complete) as reader:
         by_name, unnamed = {}, []
         for image in reader.images:
             names = image.names

@@ -122,7 +122,7 @@ def receive(store, staging: str, index: dict, platform: Platform, platform_expli
         if not check_mode:
             _write(os.path.join(staging, "oci-layout"), LAYOUT)
             _write(os.path.join(staging, "index.json"), json.dumps(index).encode())
-        return load_archive(store, staging, platform, platform_explicit, None, concurrency, check_mode)
+        return load_archive(store, staging, platform, platform_explicit, None, concurrency, check_mode, complete=False)
     finally:
         if not check_mode:
             shutil.rmtree(staging, ignore_errors=True)
