@@ -26,7 +26,7 @@ def store(request, tmp_path):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.__name__[len("case_") :] for case in CASES])
-def test_every_store_keeps_the_contract(case, store, registry, corpus):
+def test_every_store_keeps_the_contract(case, store, registry, corpus, tmp_path):
     client = RegistryClient(CredentialStore([]), RegistryOptions())
     app, worker = Pushed(f"{registry.host}/team/app:1", corpus.app), Pushed(f"{registry.host}/team/worker:1", corpus.worker)
-    case(store, client, app, worker)
+    case(store, client, app, worker, tmp_path)

@@ -2,8 +2,9 @@
 every store: the OCI store in the unit tests, Docker Engine and Podman (and each store that comes
 after them) in the integration tests. A new store proves itself by passing it.
 
-Each case takes an empty store, a registry client, and two images of one registry that share their
-base layer (`app` and `worker`: each a name and the support.images.Image pushed under it).
+Each case takes an empty store, a registry client, two images of one registry that share their
+base layer (`app` and `worker`: each a name and the support.images.Image pushed under it), and a
+directory of its own.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def statuses(result) -> list:
     return [layer.status for layer in result.layers]
 
 
-def case_a_store_describes_itself_by_its_name(store, client, app, worker):
+def case_a_store_describes_itself_by_its_name(store, client, app, worker, tmp_path):
     assert store.describe()["type"] == store.name
 
 
-def case_only_what_the_store_lacks_moves_and_a_shared_base_is_one_layer(store, client, app, worker):
+def case_only_what_the_store_lacks_moves_and_a_shared_base_is_one_layer(store, client, app, worker, tmp_path):
     (first,) = pull(store, client, [app])
     assert first.changed and statuses(first) == [PULL_COMPLETE] * len(app.image.layers)
     (second,) = pull(store, client, [worker])
@@ -63,14 +64,14 @@ def case_only_what_the_store_lacks_moves_and_a_shared_base_is_one_layer(store, c
     assert len(keys[0] & keys[1]) == 1, "both images use one base layer, which the store keeps once"
 
 
-def case_a_second_pull_changes_nothing_and_moves_nothing(store, client, app, worker):
+def case_a_second_pull_changes_nothing_and_moves_nothing(store, client, app, worker, tmp_path):
     pull(store, client, [app, worker])
     again = pull(store, client, [app, worker])
     assert not any(result.changed for result in again)
     assert sum(result.downloaded_bytes for result in again) == 0
 
 
-def case_check_mode_predicts_the_pull_and_changes_nothing(store, client, app, worker):
+def case_check_mode_predicts_the_pull_and_changes_nothing(store, client, app, worker, tmp_path):
     pull(store, client, [app])
     predicted = pull(store, client, [worker], check_mode=True)
     assert held(store) == {parse_reference(app.name).familiar: app.image.id}, "check mode pulled nothing"
@@ -79,7 +80,7 @@ def case_check_mode_predicts_the_pull_and_changes_nothing(store, client, app, wo
     assert statuses(predicted[0]) == statuses(real[0]) == [ALREADY_EXISTS, PULL_COMPLETE]
 
 
-def case_a_removal_is_planned_exactly_then_done_keeping_what_others_use(store, client, app, worker):
+def case_a_removal_is_planned_exactly_then_done_keeping_what_others_use(store, client, app, worker, tmp_path):
     pull(store, client, [app, worker])
     before = held(store)
     request = RemovalRequest(names=[app.name])
@@ -92,13 +93,46 @@ def case_a_removal_is_planned_exactly_then_done_keeping_what_others_use(store, c
     assert len(done.kept_layers) == 1 and done.kept_layers[0][1] == [parse_reference(worker.name).familiar], "the base stays for worker"
 
 
-def case_a_keep_entry_that_names_nothing_removes_nothing(store, client, app, worker):
+def case_a_keep_entry_that_names_nothing_removes_nothing(store, client, app, worker, tmp_path):
     pull(store, client, [app, worker])
     before = held(store)
     with pytest.raises(DockyardError) as failed:
         store.remove(RemovalRequest(keep=[app.name, app.name.replace(":", "-typo:")]), check_mode=False)
     assert failed.value.reason == "invalid_argument"
     assert held(store) == before
+
+
+def case_an_archive_of_the_stores_images_loads_back_into_it_after_they_are_gone(store, client, app, worker, tmp_path):
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import DOCKER_ARCHIVE, export_archive, load_archive
+
+    pull(store, client, [app, worker])
+    before = held(store)
+    path = str(tmp_path / "images.tar")
+    written = export_archive(store, [app.name, worker.name], path, DOCKER_ARCHIVE, check_mode=False)
+    assert written["changed"] and sorted(image["id"] for image in written["images"]) == sorted([app.image.id, worker.image.id])
+    assert not export_archive(store, [worker.name, app.name], path, DOCKER_ARCHIVE, check_mode=False)["changed"], "the same images, the same archive"
+    store.remove(RemovalRequest(names=[app.name, worker.name]), check_mode=False)
+    assert held(store) == {}
+    _format, results = load_archive(store, path, host_platform(), False, None, 3, check_mode=False)
+    assert all(result.error is None and result.changed for result in results)
+    assert held(store) == before, "the same names, with the same ids"
+    _format, again = load_archive(store, path, host_platform(), False, None, 3, check_mode=False)
+    assert not any(result.changed for result in again), "a second load changes nothing"
+
+
+def case_a_store_says_which_blobs_of_an_image_it_holds(store, client, app, worker, tmp_path):
+    from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
+
+    def blobs(item) -> tuple:
+        return item.image.id, [Descriptor("", layer.digest, layer.size) for layer in item.image.layers] + [
+            Descriptor("", item.image.id, len(item.image.config))
+        ]
+
+    assert store.held_blobs([blobs(app), blobs(worker)]) == set()
+    pull(store, client, [app])
+    held_now = store.held_blobs([blobs(app), blobs(worker)])
+    assert {app.image.id, *(layer.digest for layer in app.image.layers)} <= held_now, "every blob of an image it holds"
+    assert worker.image.layers[1].digest not in held_now and worker.image.id not in held_now
 
 
 CASES = [value for name, value in sorted(globals().items()) if name.startswith("case_")]

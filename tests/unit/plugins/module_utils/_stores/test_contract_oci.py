@@ -32,7 +32,7 @@ def registry():
 def test_the_oci_store_keeps_the_contract(case, registry, tmp_path):
     store = open_store("oci", StoreOptions(path=str(tmp_path / "oci")))
     client = RegistryClient(CredentialStore([], docker_config=str(tmp_path / "no-config.json")), RegistryOptions())
-    case(store, client, Pushed(f"{registry.netloc}/team/app:1", APP), Pushed(f"{registry.netloc}/team/worker:1", WORKER))
+    case(store, client, Pushed(f"{registry.netloc}/team/app:1", APP), Pushed(f"{registry.netloc}/team/worker:1", WORKER), tmp_path)
 
 
 def test_an_unknown_store_is_an_invalid_argument_that_names_the_stores():
