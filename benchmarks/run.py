@@ -2,10 +2,11 @@
 
     hack/bench.sh [--runs N] [--only NAME ...]   # sets up, then runs this file with .venv/bin/python
 
-Starts its own registry (and a Docker Engine), builds a corpus of images that share base layers,
-runs each comparison several times alternating the sides, and prints medians (with the fastest and
-slowest run) and ratios; the table also goes to benchmarks/RESULTS.md with a description of the
-machine. Nothing here is asserted: a regression shows as a ratio.
+Starts its own registry (and a Docker Engine and a containerd when a comparison needs them), builds a
+corpus of images that share base layers, runs each comparison several times alternating the sides, and
+prints medians (with the fastest and slowest run) and ratios; the table also goes to
+benchmarks/RESULTS.md with a description of the machine. Nothing here is asserted: a regression shows
+as a ratio.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.ansible import ansible_env, ensure_collection_path  # noqa: E402
-from support.engines import DockerEngine  # noqa: E402
+from support.engines import ContainerdService, DockerEngine  # noqa: E402
 from support.images import Image, Pusher, random_layer  # noqa: E402
 from support.process import module_command, run_module_process  # noqa: E402
 from support.registry import RegistryServer  # noqa: E402
@@ -36,7 +37,8 @@ from support.registry import RegistryServer  # noqa: E402
 sys.path.insert(0, ensure_collection_path())
 
 MB = 1_000_000
-STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "memory", "fleet", "report")
+STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "cold_containerd", "noop_containerd", "memory", "fleet", "report")
+CRI_NAMESPACE = "k8s.io"
 HISTORY = "## Changes and what they bought\n"  # kept across runs: written by hand below the table
 _ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
 
@@ -293,6 +295,67 @@ def cold_engine(bench: Bench, corpus: Corpus, engine: DockerEngine) -> None:
     )
 
 
+class ContainerdPulls:
+    """The corpus pulled into containerd's k8s.io namespace: image_pull as a module process against
+    `ctr images pull` of each reference, both on the same private containerd and loopback registry."""
+
+    def __init__(self, bench: Bench, corpus: Corpus, containerd: ContainerdService, policy: str = "missing"):
+        self.corpus, self.containerd = corpus, containerd
+        args = {"name": corpus.names, "policy": policy, "store": "containerd"}
+        args.update(containerd_address=containerd.socket_path, containerd_namespace=CRI_NAMESPACE)
+        self.command, self.env = module_command("image_pull", args, bench.work)
+        self.ctr = [shutil.which("ctr") or "ctr", "--address", containerd.socket_path, "--namespace", CRI_NAMESPACE]
+
+    def empty(self) -> None:
+        """Every image gone and containerd's garbage collector done: no blob and no snapshot left to reuse."""
+        deadline = time.monotonic() + 60
+        while True:
+            self.containerd.remove_all(CRI_NAMESPACE)  # the CRI plugin may name an image again meanwhile
+            left = run([*self.ctr, "content", "ls", "--quiet"]).stdout.split() + run([*self.ctr, "snapshots", "ls"]).stdout.splitlines()[1:]
+            if not left and not self.containerd.image_names(CRI_NAMESPACE):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"containerd still holds {left[:5]} after removing every image")
+            time.sleep(0.1)
+
+    def ours(self, changed: bool) -> None:
+        assert json.loads(run(self.command, env=self.env).stdout)["changed"] is changed
+
+    def ctr_pulls(self) -> None:
+        for name in self.corpus.names:
+            run([*self.ctr, "images", "pull", "--plain-http", name])
+
+
+def cold_containerd(bench: Bench, corpus: Corpus, containerd: ContainerdService) -> None:
+    pulls = ContainerdPulls(bench, corpus, containerd)
+    bench.compare(
+        "cold pull into containerd (k8s.io)",
+        "<= 1.0x ctr",
+        [("image_pull (containerd)", pulls.empty, lambda: pulls.ours(True)), ("ctr images pull, image by image", pulls.empty, pulls.ctr_pulls)],
+        f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique, unpacked",
+    )
+
+
+def noop_containerd(bench: Bench, registry: RegistryServer, corpus: Corpus, containerd: ContainerdService) -> None:
+    """Every image present: image_pull with `policy: always` asks whether each tag moved; ctr asks the registry again."""
+    pulls = ContainerdPulls(bench, corpus, containerd, policy="always")
+    pulls.empty()
+    pulls.ours(True)
+
+    def nothing():
+        """The namespace is already warm: a no-op run needs no preparing."""
+
+    bench.compare(
+        "no-op re-run on containerd (k8s.io)",
+        "<= 0.3x ctr, 0 GETs",
+        [("image_pull (containerd), policy always", nothing, lambda: pulls.ours(False)), ("ctr images pull, image by image", nothing, pulls.ctr_pulls)],
+    )
+    for label, action, target in (("image_pull (containerd)", lambda: pulls.ours(False), "0"), ("ctr images pull", pulls.ctr_pulls, "")):
+        mark = registry.mark()
+        action()
+        bench.record(f"GET requests by a no-op re-run on containerd: {label}", str(registry_gets(registry, mark)), target)
+
+
 def memory(bench: Bench, registry: RegistryServer) -> None:
     image = Image([random_layer(1024 * 1024 * 1024, "bench-1gib")])
     Pusher(registry.url).image("bench/huge", "1", image)
@@ -366,6 +429,7 @@ def machine() -> str:
         "skopeo": run(["skopeo", "--version"], check=False).stdout.strip(),
         "docker-registry": run(["docker-registry", "--version"], check=False).stdout.strip(),
         "dockerd": run(["dockerd", "--version"], check=False).stdout.strip(),
+        "containerd": run(["containerd", "--version"], check=False).stdout.strip(),
     }
     return f"{platform.platform()}, {os.cpu_count()} CPUs, {int(memory_kib) // 1024 if memory_kib != '?' else '?'} MiB RAM; " + "; ".join(
         f"{k} {v}" for k, v in versions.items()
@@ -404,6 +468,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
     engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine"} else None
+    containerd = ContainerdService(str(work / "containerd")).start() if wanted & {"cold_containerd", "noop_containerd"} else None
     try:
         bench = Bench(options.runs, work)
         corpus = Corpus(registry)
@@ -412,6 +477,8 @@ def main() -> int:
             "cold_oci_large": lambda: cold_oci_large(bench, registry),
             "noop": lambda: noop_reruns(bench, registry, corpus, engine),
             "cold_engine": lambda: cold_engine(bench, corpus, engine),
+            "cold_containerd": lambda: cold_containerd(bench, corpus, containerd),
+            "noop_containerd": lambda: noop_containerd(bench, registry, corpus, containerd),
             "memory": lambda: memory(bench, registry),
             "fleet": lambda: fleet(bench, registry, corpus),
             "report": lambda: report(bench),
@@ -421,6 +488,8 @@ def main() -> int:
                 step()
         write_results(bench, started)
     finally:
+        if containerd:
+            containerd.stop()
         if engine:
             engine.stop()
         registry.stop()
