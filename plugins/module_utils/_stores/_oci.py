@@ -38,6 +38,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     Descriptor,
     Manifest,
     image_blobs,
+    index_entries,
     json_object,
     platform_of,
     read_config,
@@ -429,11 +430,13 @@ class OciStore:
 
     def _as_served(self, record: ImageRecord, stored: Manifest) -> tuple:
         """(manifest, top) as the registry served them, when the store kept them and they name the same blobs; else the stored one."""
-        served = self.local_manifest(record.manifest_digest) if record.manifest_digest != stored.digest else None
+        served = stored if record.manifest_digest == stored.digest else self.local_manifest(record.manifest_digest)
         if served is None or served.is_index or image_blobs(served, record.manifest_digest)[0].digest != record.id:
-            return stored, None
+            served = stored
         top = self.local_manifest(record.digest) if record.digest != served.digest else None
-        return served, top if top is not None and top.is_index else None
+        if top is None or not top.is_index or served.digest not in {entry["digest"] for entry in index_entries(top.body, record.digest)}:
+            return served, None
+        return served, top
 
     def held_blobs(self, images: list) -> set:
         """Of the blobs of these (id, blobs) images, those the store holds: what a delivery need not send."""

@@ -30,7 +30,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._platform import p
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
-from support.images import Image, Index, make_layer, random_layer
+from support.images import OCI_MANIFEST, Image, Index, make_layer, random_layer
 from unit.plugins.module_utils.test_pull_unit import client  # noqa: F401 - a fixture
 from unit.support_inprocess import InProcessRegistry
 
@@ -38,8 +38,8 @@ AMD64 = parse_platform("linux/amd64")
 BASE = random_layer(40 * 1024, "archive-base")
 APP = Image([BASE, random_layer(12 * 1024, "archive-app")], labels={"name": "app"})
 WORKER = Image([BASE, random_layer(20 * 1024, "archive-worker")], labels={"name": "worker"})
-ARM = Image([make_layer({"arch": b"arm64\n"})], architecture="arm64")
-MULTI = Index([Image([make_layer({"arch": b"amd64\n"})]), ARM])
+ARM = Image([make_layer({"arch": b"arm64\n"})], architecture="arm64", media_type=OCI_MANIFEST)
+MULTI = Index([Image([make_layer({"arch": b"amd64\n"})], media_type=OCI_MANIFEST), ARM])  # OCI-typed, as most official images
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,9 @@ def test_an_archive_carries_shared_layers_once_and_loads_into_another_store_with
     assert loaded_format == OCI_ARCHIVE, "ours always carries the OCI layout, which is what is read when it is there"
     assert [result.error for result in results if result.error is not None] == [] and all(result.changed for result in results)
     assert held(target) == held(source)
+    digests = {record.reference.familiar: record.digest for record in target.images()}
+    assert digests == {record.reference.familiar: record.digest for record in source.images()}, "each keeps the registry's digest"
+    assert digests[parse_reference(names[2]).familiar] == MULTI.digest, "a multi-platform image keeps its index's"
     app = next(result for result in results if result.request.reference.path == "team/app")
     worker = next(result for result in results if result.request.reference.path == "team/worker")
     statuses = [layer.status for layer in app.layers] + [layer.status for layer in worker.layers]
