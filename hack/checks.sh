@@ -18,8 +18,8 @@ python3 hack/coverage_table.py
 echo "== module_utils with Debian's own python3-requests, as managed hosts have it"
 .venv-hosts/bin/python -m pytest -q -p no:cacheprovider tests/unit/plugins/module_utils
 
-echo "== molecule (a fleet of containers, the Docker Engine, a registry mirror under systemd, a Kubernetes node's containerd)"
-python3 hack/molecule.py default engine mirror containerd
+echo "== molecule (a fleet of containers, the Docker Engine, a registry mirror under systemd, a Kubernetes node's containerd, air-gapped hosts)"
+python3 hack/molecule.py default engine mirror containerd airgap
 
 echo "== ansible-lint"
 ansible-lint

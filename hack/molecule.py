@@ -1,16 +1,19 @@
 """Run the Molecule scenarios against real containers: builds the platform image (a Debian rootfs
 made by debootstrap, with python3 and python3-requests, imported into a Docker Engine started here
 with its own directories), starts a registry on loopback with images that share a base layer, and
-runs `molecule test`. The containers use the host's network, so they reach that registry."""
+runs `molecule test`. The containers use the host's network, so they reach that registry; those of
+molecule/airgap have no network at all, and get the images from the controller."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +40,7 @@ SCENARIO_IMAGES = {
     "mirror": ["dockyard-test-debian-systemd:bookworm"],
     "engine": [],
     "containerd": ["dockyard-test-debian-containerd:bookworm"],
+    "airgap": ["dockyard-test-debian:bookworm"],
 }
 
 
@@ -48,6 +52,7 @@ def build_platform_image(engine: DockerEngine, work: str, image: str) -> None:
 EACH_BLOB_ONCE = {
     "mirror": "a seed and three pulls through the cache",
     "containerd": "a pre-warm of the node and a second one that moves nothing",
+    "airgap": "the controller's pulls for two air-gapped hosts, the base image first, then the release, twice",
 }
 
 
@@ -58,16 +63,41 @@ def check_each_blob_served_once(registry: RegistryServer, mark: int, images: lis
         raise SystemExit(f"the registry served {dict(fetched)} for {what}, not each blob once")
 
 
-def seed(registry: RegistryServer) -> tuple:
+# The images the registry serves, all sharing a base layer: what the fleet's scenarios pull, and what
+# molecule/airgap delivers, with an image of the base alone that one of its hosts holds beforehand.
+FLEET_IMAGES = ["fleet/web:1", "fleet/api:1"]
+AIRGAP_IMAGES = ["fleet/web:1", "fleet/api:1", "fleet/worker:1"]
+AIRGAP_BASE = "fleet/base:1"
+
+
+def seed(registry: RegistryServer) -> dict:
     base = random_layer(2_000_000, "molecule-base")
     images = {
         "fleet/web:1": Image([base, make_layer({"web": b"web\n" * 1000})]),
         "fleet/api:1": Image([base, make_layer({"api": b"api\n" * 1000})]),
+        "fleet/worker:1": Image([base, make_layer({"worker": b"worker\n" * 1000})]),
+        AIRGAP_BASE: Image([base]),
     }
     for name, image in images.items():
         repo, tag = name.split(":")
         Pusher(registry.url).image(repo, tag, image)
-    return [f"{registry.host}/{name}" for name in images], list(images.values())
+    return images
+
+
+def airgap_figures(registry: RegistryServer, images: dict) -> dict:
+    """What molecule/airgap checks: the names, the base image, and what a delivery of the images sends a host
+    that holds nothing: each manifest, config and layer once."""
+    release = [images[name] for name in AIRGAP_IMAGES]
+    blobs = {image.digest: len(image.manifest) for image in release}
+    blobs.update({image.id: len(image.config) for image in release})
+    blobs.update({layer.digest: layer.size for image in release for layer in image.layers})
+    return {
+        "images": [f"{registry.host}/{name}" for name in AIRGAP_IMAGES],
+        "base_image": f"{registry.host}/{AIRGAP_BASE}",
+        "base_layer_bytes": images[AIRGAP_BASE].layers[0].size,
+        "sent_bytes": sum(blobs.values()),
+        "sent_blobs": len(blobs),
+    }
 
 
 def unmount_under(top: str) -> None:
@@ -86,11 +116,14 @@ def main(scenarios: list) -> int:
     try:
         with ThreadPoolExecutor() as pool:  # debootstrap waits on the archive more than on the CPU
             list(pool.map(functools.partial(build_platform_image, engine, work), {image for scenario in scenarios for image in SCENARIO_IMAGES[scenario]}))
-        names, images = seed(registry)
+        images = seed(registry)
+        served = {scenario: [images[name] for name in FLEET_IMAGES] for scenario in EACH_BLOB_ONCE}
+        served["airgap"] = [images[name] for name in [*AIRGAP_IMAGES, AIRGAP_BASE]]
         env = ansible_env(
             {
                 "DOCKER_HOST": engine.docker_host,
-                "DOCKYARD_MOLECULE_IMAGES": ",".join(names),
+                "DOCKYARD_MOLECULE_IMAGES": ",".join(f"{registry.host}/{name}" for name in FLEET_IMAGES),
+                "DOCKYARD_MOLECULE_AIRGAP": json.dumps(airgap_figures(registry, images)),
                 "DOCKYARD_MOLECULE_REPORT": os.path.join(work, "report"),
                 "DOCKYARD_MOLECULE_ENGINE": engine.docker_host,
                 "DOCKYARD_MOLECULE_UPSTREAM": registry.url,
@@ -104,11 +137,13 @@ def main(scenarios: list) -> int:
             if scenario != "engine":
                 scenario_env.pop("ANSIBLE_PYTHON_INTERPRETER", None)  # containers have their own python3
             mark = registry.mark()
+            started = time.monotonic()
             done = subprocess.run(["molecule", "test", "-s", scenario], cwd=REPO, env=scenario_env, check=False)
+            print(f"== molecule test -s {scenario}: {time.monotonic() - started:.0f} s", flush=True)
             if done.returncode != 0:
                 return done.returncode
             if scenario in EACH_BLOB_ONCE:
-                check_each_blob_served_once(registry, mark, images, EACH_BLOB_ONCE[scenario])
+                check_each_blob_served_once(registry, mark, served[scenario], EACH_BLOB_ONCE[scenario])
         return 0
     finally:
         registry.stop()
@@ -118,4 +153,4 @@ def main(scenarios: list) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["default", "engine", "mirror", "containerd"]))
+    sys.exit(main(sys.argv[1:] or ["default", "engine", "mirror", "containerd", "airgap"]))

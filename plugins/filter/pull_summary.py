@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: pull_summary
-short_description: Say in a few lines what a pull will move, or moved
+short_description: Say in a few lines what a pull or a delivery will move, or moved
 version_added: 0.1.0
 description:
   - Turns the results of M(dockyard.images.image_pull) into lines a person reads while a fleet is pre-warmed;
@@ -14,12 +14,16 @@ description:
     platform, its bytes and its layers. Sizes are in the units C(docker images) uses.
   - Run on the results of a pull in check mode, it is the plan; on the results of a real pull, what was done.
     The P(dockyard.images.prewarm#role) role prints both.
+  - The results of M(dockyard.images.image_deliver) read the same way, in its words. The headline counts the bytes
+    sent over the connection (RV(dockyard.images.image_deliver#module:sent_bytes), for the task as a whole) and the
+    layer bytes the host held already; an image's line counts the layers the host loaded. A delivery in check mode
+    names the images it would send.
 positional: _input
 options:
   _input:
     description:
-      - The registered result of M(dockyard.images.image_pull), of a loop over it (with C(results)), a list of them, or a
-        list of the images such results hold.
+      - The registered result of M(dockyard.images.image_pull) or M(dockyard.images.image_deliver), of a loop over it
+        (with C(results)), a list of them, or a list of the images such results of M(dockyard.images.image_pull) hold.
       - Items of a loop that were skipped are left out; images that failed are counted and named with their reason.
     type: raw
     required: true
@@ -44,6 +48,17 @@ EXAMPLES = r"""
     msg: "{{ plan | dockyard.images.pull_summary(planned=true) }}"
   # - "1 of 2 images to pull: 16.55MB to download, 3.1MB reused"
   # - "  docker.io/library/nginx:1.27 (linux/amd64): 6 of 7 layers to fetch, 16.55MB"
+
+- name: Send an air-gapped host what it lacks
+  dockyard.images.image_deliver:
+    name: [registry.example.com/team/api:2.4.1, registry.example.com/team/worker:2.4.1]
+  register: delivered
+
+- name: Say what went over the connection
+  ansible.builtin.debug:
+    msg: "{{ delivered | dockyard.images.pull_summary }}"
+  # - "1 delivered, 1 already here: 9.441MB sent, 58.72MB reused"
+  # - "  registry.example.com/team/worker:2.4.1 (linux/amd64): 1 of 3 layers loaded, 9.437MB"
 """
 
 RETURN = r"""
@@ -57,33 +72,46 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, plural
 
+# The words of a pull, and of a delivery (image_deliver: what the controller sends, the host loads).
+PULL = {"verb": "pull", "done": "pulled", "to_move": "to download", "moved": "downloaded", "to_layer": "to fetch", "layered": "fetched"}
+DELIVERY = {"verb": "deliver", "done": "delivered", "to_move": "to send", "moved": "sent", "to_layer": "to load", "layered": "loaded"}
+MOVED_LAYER = ("pull_complete", "loaded")  # a layer image_pull fetched, or image_load and image_deliver loaded
+
 
 def pull_summary(results, planned=False):
-    images, failures = [], []
+    images, failures, deliveries = [], [], []
     for item in _items(results):
+        if "sent_bytes" in item:  # image_deliver's: the bytes sent are the task's, not an image's
+            deliveries.append(item)
         if isinstance(item.get("images"), list):
             images.extend(item["images"])
         elif "reference" in item:
             images.append(item)
-        elif item.get("failed"):  # the whole task failed before any image: its message
+        elif item.get("failed") or item.get("reason"):  # the whole task failed before any image (a plan too, run as ok): its message
             failures.append(f"  failed: {item.get('msg') or 'no message'}")
+    words = DELIVERY if deliveries else PULL
     failed = [image for image in images if image.get("failed")]
     moving = [image for image in images if image.get("changed") and not image.get("failed")]
     present = len(images) - len(moving) - len(failed)
-    downloaded = sum(image.get("downloaded_bytes") or 0 for image in moving)
-    reused = sum(image.get("reused_bytes") or 0 for image in images if not image.get("failed"))
-    unknown = " (the engine reports no sizes)" if any(_size_unknown(image) for image in moving) else ""
+    if deliveries:
+        moved = sum(item.get("sent_bytes") or 0 for item in deliveries)
+        reused = sum(item.get("held_bytes") or 0 for item in deliveries)
+        unknown = ""
+    else:
+        moved = sum(image.get("downloaded_bytes") or 0 for image in moving)
+        reused = sum(image.get("reused_bytes") or 0 for image in images if not image.get("failed"))
+        unknown = " (the engine reports no sizes)" if any(_size_unknown(image) for image in moving) else ""
     if planned:
         headline = (
-            f"{len(moving)} of {plural(len(images), 'image')} to pull: {human_size(downloaded)} to download{unknown}, {human_size(reused)} reused"
+            f"{len(moving)} of {plural(len(images), 'image')} to {words['verb']}: {human_size(moved)} {words['to_move']}{unknown}, {human_size(reused)} reused"
             if moving
-            else (f"nothing to pull: {plural(present, 'image')} already here" if present else "no image to pull")
+            else (f"nothing to {words['verb']}: {plural(present, 'image')} already here" if present else f"no image to {words['verb']}")
         )
     else:
-        headline = f"{len(moving)} pulled, {present} already here: {human_size(downloaded)} downloaded{unknown}, {human_size(reused)} reused"
+        headline = f"{len(moving)} {words['done']}, {present} already here: {human_size(moved)} {words['moved']}{unknown}, {human_size(reused)} reused"
     if failed:
         headline += f"; {len(failed)} failed"
-    lines = [_image_line(image, "to fetch" if planned else "fetched") for image in moving]
+    lines = [_image_line(image, words["to_layer"] if planned else words["layered"]) for image in moving]
     lines += [f"  {_name(image)}: failed, {image.get('reason') or 'see the task result'}" for image in failed]
     return [headline, *lines, *failures]
 
@@ -100,7 +128,8 @@ def _items(results):
             yield results
     else:
         raise AnsibleFilterError(
-            f"pull_summary expects the registered result of dockyard.images.image_pull, of a loop over it, or its images, not {type(results).__name__}"
+            "pull_summary expects the registered result of dockyard.images.image_pull or image_deliver, of a loop over it,"
+            f" or its images, not {type(results).__name__}"
         )
 
 
@@ -112,14 +141,16 @@ def _name(image: dict) -> str:
 
 
 def _size_unknown(image: dict) -> bool:
-    return any(layer.get("size") is None for layer in image.get("layers") or [] if layer.get("status") == "pull_complete")
+    return any(layer.get("size") is None for layer in image.get("layers") or [] if layer.get("status") in MOVED_LAYER)
 
 
 def _image_line(image: dict, done: str) -> str:
-    layers = image.get("layers") or []
-    fetched = sum(1 for layer in layers if layer.get("status") == "pull_complete")
     platform = f" ({image['platform']})" if image.get("platform") else ""
-    size = "size unknown" if _size_unknown(image) else human_size(image.get("downloaded_bytes") or 0)
+    if "layers" not in image:  # a delivery's plan names the images it sends; the bytes are the task's
+        return f"  {_name(image)}{platform}"
+    layers = image["layers"] or []
+    fetched = sum(1 for layer in layers if layer.get("status") in MOVED_LAYER)
+    size = "size unknown" if _size_unknown(image) else human_size(image.get("downloaded_bytes", image.get("loaded_bytes")) or 0)
     return f"  {_name(image)}{platform}: {fetched} of {plural(len(layers), 'layer')} {done}, {size}"
 
 

@@ -338,3 +338,47 @@ def test_copy_into_an_air_gapped_registry_keeps_every_digest(registry, corpus, r
     )
     assert not inside["failed"] and [image["changed"] for image in inside["images"]] == [True, True], inside
     assert registry.requests_since(mark) == [], "the outside registry was not needed"
+
+
+def test_airgap_fleet_sends_each_host_only_what_it_lacks_from_one_pull_on_the_controller(registry, corpus, release, tmp_path):
+    hosts = ["air-1", "air-2"]
+    stores = {host: str(tmp_path / "stores" / host) for host in hosts}
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        yaml.safe_dump({"airgap_servers": {"hosts": {host: {"ansible_connection": "local", "prewarm_store_path": stores[host]} for host in hosts}}})
+    )
+    # air-2 holds the previous release's api, the same image as 2.4.1's, and with it the base all three share
+    held_before = run_module("image_pull", {"name": [release.names["api"]], "store": "oci", "store_path": stores["air-2"]})
+    assert not held_before["failed"], held_before
+    extra = {"registry": registry.host, "prewarm_source_path": str(tmp_path / "controller")}
+    args = ["-i", str(inventory), "-f", "2"]
+    # every manifest, config and layer of the release once (web's index aside: see the bounds below)
+    everything = len(corpus.app.manifest) + len(corpus.worker.manifest) + len(corpus.amd64.manifest) + sum(unique_blobs(release.images).values())
+    api = len(corpus.app.manifest) + len(corpus.app.config) + sum(layer.size for layer in corpus.app.layers)
+
+    mark = registry.mark()
+    checked, results = play("airgap_fleet", extra, args=[*args, "--check"])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    planned = {entry["host"]: entry["result"]["results"][0]["sent_bytes"] for entry in results_of(results, "how many bytes will be sent")}
+    assert everything <= planned["air-1"] <= everything + len(corpus.multi.manifest), planned
+    assert planned["air-1"] - planned["air-2"] == api, "air-2 is not sent what it holds: api's manifest, config and layers, the base among them"
+    assert "3 of 3 images to deliver: " in checked.stdout and "2 of 3 images to deliver: " in checked.stdout
+    assert not os.path.exists(stores["air-1"]) and held(stores["air-2"]) == {release.names["api"]: corpus.app.digest}, "check mode changes no host"
+    assert blob_gets(registry.requests_since(mark)) == Counter(dict.fromkeys(unique_blobs(release.images), 1)), "the controller pulled each blob once"
+
+    mark = registry.mark()
+    done, results = play("airgap_fleet", extra, args=args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sent = {entry["host"]: entry["result"]["results"][0]["sent_bytes"] for entry in results_of(results, "Deliver the images")}
+    assert sent == planned, "each host got what its plan said"
+    assert "3 delivered, 0 already here: " in done.stdout and "2 delivered, 1 already here: " in done.stdout
+    ids = {release.names["api"]: corpus.app.id, release.names["worker"]: corpus.worker.id, release.names["web"]: corpus.amd64.id}
+    for host in hosts:
+        facts = run_module("image_facts", {"store": "oci", "store_path": stores[host]})
+        assert {image["canonical"]: image["id"] for image in facts["images"]} == ids, f"{host} holds the release, web for its own platform"
+
+    again = play("airgap_fleet", extra, args=args)[0]
+    assert again.returncode == 0, again.stdout
+    assert recap(again.stdout) == dict.fromkeys(hosts, 0)
+    assert again.stdout.count("nothing to deliver: 3 images already here") == 2
+    assert registry.requests_since(mark) == [], "the controller's store had the release: no registry was asked"

@@ -121,3 +121,37 @@ def test_a_pull_summary_counts_and_names_what_failed_and_says_when_sizes_are_unk
         "  r.test/nope:9: failed, not_found",
         "  failed: store_path is a file",
     ]
+
+
+def test_a_delivery_is_summed_up_in_its_own_words_with_the_bytes_sent_over_the_connection():
+    # image_deliver in check mode: the images it would send, the bytes for the task as a whole
+    plan = {
+        "changed": True,
+        "sent_bytes": 12_500_000,
+        "held_bytes": 3_000_000,
+        "platform": "linux/amd64",
+        "images": [
+            {"reference": "r.test/web:1", "id": "sha256:1", "changed": True},
+            {"reference": "r.test/base:1", "id": "sha256:2", "changed": False},
+        ],
+    }
+    assert pull_summary({"results": [plan, {"skipped": True, "item": {}}]}, planned=True) == [
+        "1 of 2 images to deliver: 12.5MB to send, 3MB reused",
+        "  r.test/web:1",
+    ]
+    # a real delivery: the images it loaded, shaped as image_load returns them, and those the host held
+    layers = [{"digest": "sha256:a", "size": 3_000_000, "status": "already_exists"}, {"digest": "sha256:b", "size": 12_000_000, "status": "loaded"}]
+    web = {"reference": "r.test/web:1", "platform": "linux/amd64", "changed": True, "loaded_bytes": 12_000_000, "reused_bytes": 3_000_000, "layers": layers}
+    done = dict(plan, images=[web, plan["images"][1]])
+    assert pull_summary(done) == [
+        "1 delivered, 1 already here: 12.5MB sent, 3MB reused",
+        "  r.test/web:1 (linux/amd64): 1 of 2 layers loaded, 12MB",
+    ]
+    unchanged = dict(plan, changed=False, sent_bytes=0, images=[dict(image, changed=False) for image in plan["images"]])
+    assert pull_summary([unchanged], planned=True) == ["nothing to deliver: 2 images already here"]
+    assert pull_summary([unchanged]) == ["0 delivered, 2 already here: 0B sent, 3MB reused"]
+    failed = dict(plan, failed=True, images=[dict(web, changed=False, failed=True, reason="digest_mismatch")])
+    assert pull_summary(failed) == ["0 delivered, 0 already here: 12.5MB sent, 3MB reused; 1 failed", "  r.test/web:1: failed, digest_mismatch"]
+    # a plan that failed as a whole (a name the controller lacks), registered as ok so that the delivery says why
+    lacking = {"changed": False, "failed": False, "reason": "not_found", "msg": "the controller's store holds no image named r.test/web:1"}
+    assert pull_summary({"results": [lacking]}, planned=True) == ["no image to pull", "  failed: the controller's store holds no image named r.test/web:1"]
