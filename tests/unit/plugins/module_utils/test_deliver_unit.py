@@ -3,11 +3,12 @@ of an image the controller sends."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from ansible_collections.dockyard.images.plugins.module_utils._deliver import best_for, blob_path, checked_staging, inventory, staging_name
+from ansible_collections.dockyard.images.plugins.module_utils._deliver import best_for, blob_path, checked_staging, inventory, receive, staging_name
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
@@ -131,3 +132,28 @@ def test_the_platform_sent_is_the_one_that_runs_best_on_the_host():
     assert best_for([amd64, arm64, armv7], parse_platform("linux/arm64")) is arm64
     assert best_for([amd64, armv7], parse_platform("linux/arm/v8")) is armv7, "a compatible variant when the exact one is not held"
     assert best_for([amd64], parse_platform("linux/arm64")) is None
+
+
+def test_a_staged_layout_loads_into_the_store_and_the_staging_directory_goes(tmp_path, staging):
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import OCI_ARCHIVE, ArchiveReader, plan_archive
+    from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
+    from support.images import Image, make_layer
+
+    image = Image([make_layer({"etc/staged": b"staged\n"})])
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "layer.tar").write_bytes(image.layers[0].tar)
+    (legacy / "config.json").write_bytes(image.config)
+    (legacy / "manifest.json").write_text(json.dumps([{"Config": "config.json", "RepoTags": ["registry.example/team/staged:1"], "Layers": ["layer.tar"]}]))
+    with ArchiveReader(str(legacy), parse_platform("linux/amd64")) as reader:
+        (made,) = reader.images
+        for digest_of in (made.manifest.digest, *(descriptor.digest for descriptor in made.blobs)):
+            with reader.open_blob(digest_of) as source, open(blob_path(staging, digest_of), "wb") as staged:
+                staged.write(source.read())
+        index = json.loads(dict(plan_archive([made], OCI_ARCHIVE).members)["index.json"])
+    os.symlink(tmp_path / "victim", os.path.join(staging, "index.json"))  # never followed: replaced
+    store = OciStore(str(tmp_path / "store"), lock_timeout=5)
+    _format, (result,) = receive(store, staging, index, parse_platform("linux/amd64"), False, 3, check_mode=False)
+    assert result.error is None and result.changed and result.id == image.id
+    assert not os.path.exists(staging) and not os.path.exists(tmp_path / "victim")
+    assert [record.id for record in store.images()] == [image.id]
