@@ -255,12 +255,12 @@ class ArchiveReader:
         """The bytes of a blob, unverified: whoever reads them checks their digest."""
         if digest in self._made:
             return io.BytesIO(self._made[digest])
-        return self._open(self._blobs.get(digest) or _blob_path(digest))
+        return self._open(self._blobs.get(digest) or blob_member(digest))
 
     def has_blob(self, descriptor: Descriptor) -> bool:
         if descriptor.digest in self._made:
             return True
-        return self._size(self._blobs.get(descriptor.digest) or _blob_path(descriptor.digest)) == descriptor.size
+        return self._size(self._blobs.get(descriptor.digest) or blob_member(descriptor.digest)) == descriptor.size
 
     def blob_bytes(self, descriptor: Descriptor) -> bytes:
         """A small blob (a manifest, a config) into memory, verified; no larger than a manifest may be."""
@@ -302,7 +302,7 @@ class ArchiveReader:
                 if not self.has_blob(descriptor):
                     label = image.names[0].familiar if image.names else image.tag or image.id
                     raise _corrupt(
-                        self.path, f"it lacks {self._blobs.get(descriptor.digest) or _blob_path(descriptor.digest)} of {label}, or holds it with another size"
+                        self.path, f"it lacks {self._blobs.get(descriptor.digest) or blob_member(descriptor.digest)} of {label}, or holds it with another size"
                     )
         return shape, images
 
@@ -513,8 +513,9 @@ def _clean(name: str) -> str:
     return posixpath.normpath("/" + name).lstrip("/")
 
 
-def _blob_path(digest: str) -> str:
-    algorithm, _, encoded = digest.partition(":")
+def blob_member(digest: str) -> str:
+    """Where an image layout keeps a blob: blobs/<algorithm>/<encoded>."""
+    algorithm, _colon, encoded = digest.partition(":")
     return f"blobs/{algorithm}/{encoded}"
 
 
@@ -638,7 +639,7 @@ def plan_archive(images: list, archive_format: str) -> ArchivePlan:
     members = [("oci-layout", LAYOUT), ("index.json", _json_bytes({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}))]
     if archive_format == DOCKER_ARCHIVE:
         members += _docker_members(images)
-    members += [(_blob_path(digest), source) for digest, source in sorted(blobs.items())]
+    members += [(blob_member(digest), source) for digest, source in sorted(blobs.items())]
     return ArchivePlan(members)
 
 
@@ -647,7 +648,7 @@ def _docker_members(images: list) -> list:
     entries, repositories = [], {}
     for image in images:
         tags = [name.familiar for name in image.names if name.tag]
-        entries.append({"Config": _blob_path(image.config.digest), "RepoTags": tags or None, "Layers": [_blob_path(layer.digest) for layer in image.layers]})
+        entries.append({"Config": blob_member(image.config.digest), "RepoTags": tags or None, "Layers": [blob_member(layer.digest) for layer in image.layers]})
         for name in image.names:
             if name.tag and image.layers:
                 repository = name.familiar.rsplit(":", 1)[0]

@@ -46,8 +46,9 @@ def staging_name(store: dict) -> str:
 
 
 def blob_path(staging: str, digest: str) -> str:
-    algorithm, _, encoded = digest.partition(":")
-    return os.path.join(staging, "blobs", algorithm, encoded)
+    from ansible_collections.dockyard.images.plugins.module_utils._archive import blob_member
+
+    return os.path.join(staging, blob_member(digest))
 
 
 def checked_staging(path: str) -> str:

@@ -31,7 +31,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._reference import 
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
 from support.images import OCI_MANIFEST, Image, Index, make_layer, random_layer
-from unit.plugins.module_utils.test_pull_unit import client  # noqa: F401 - a fixture
 from unit.support_inprocess import InProcessRegistry
 
 AMD64 = parse_platform("linux/amd64")
@@ -53,7 +52,7 @@ def registry():
 
 
 @pytest.fixture
-def filled(tmp_path, registry, client):  # noqa: F811 - the fixture imported above
+def filled(tmp_path, registry, client):
     store = OciStore(str(tmp_path / "source"), lock_timeout=5)
     names = [f"{registry.netloc}/team/{repo}:1" for repo in ("app", "worker", "multi")]
     results = store.puller(client(), 3, False).pull([PullRequest(parse_reference(name), AMD64) for name in names])

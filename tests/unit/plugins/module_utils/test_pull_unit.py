@@ -16,17 +16,12 @@ from typing import Optional
 
 import pytest
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, MISSING, PULL_COMPLETE, PullRequest
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
-from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions
 from support.images import OCI_MANIFEST, Image, Index, make_layer, random_layer
 from unit.support_inprocess import InProcessRegistry, sha256
-
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 BASE = random_layer(48 * 1024, "pull-base")
 APP = Image([BASE, random_layer(16 * 1024, "pull-app")], labels={"name": "app"})
@@ -58,23 +53,6 @@ def registry():
 @pytest.fixture
 def store(tmp_path) -> OciStore:
     return OciStore(str(tmp_path / "store"), lock_timeout=5)
-
-
-@pytest.fixture
-def client(tmp_path, monkeypatch):
-    """A new registry client each call (so that nothing, not even the scheme, is remembered between pulls)."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    made = []
-
-    def make() -> RegistryClient:
-        options = RegistryOptions(timeout=5, retries=1, backoff_base=0.01, backoff_cap=0.05)
-        made.append(RegistryClient(CredentialStore([], str(tmp_path / "no-docker-config.json")), options))
-        return made[-1]
-
-    yield make
-    for made_client in made:
-        made_client.transport.session.close()
 
 
 def pull(store, client, registry, names, check_mode=False, policy="missing", platform: Optional[str] = None, concurrency=3) -> list:
