@@ -20,6 +20,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._archive import OC
 from ansible_collections.dockyard.images.plugins.module_utils._args import merged_spec, store_argument_spec
 from ansible_collections.dockyard.images.plugins.module_utils._deliver import DELIVER_OPTIONS, STAGING_ROOT, best_for, blob_path, staging_name
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._stores import default_store_path, select_images
 from ansible_collections.dockyard.images.plugins.module_utils._stores._oci import OciStore
@@ -57,7 +58,7 @@ class ActionModule(ActionBase):
         staging = self._remote_expand_user(f"{STAGING_ROOT}/{staging_name(store)}", sudoable=False)
         everything = {record.id: record for held in by_name.values() for record in held}
         inventory = self._run_receiver(
-            dict(host_args, step="inventory", staging=staging, images=[_candidate(record) for record in everything.values()]), task_vars
+            dict(host_args, step="inventory", staging=staging, images=[_candidate(source, record) for record in everything.values()]), task_vars
         )
         platform = parse_platform(args["platform"]) if args["platform"] else parse_platform(inventory["platform"])
         chosen = []
@@ -73,7 +74,7 @@ class ActionModule(ActionBase):
             if record not in chosen:
                 chosen.append(record)
         held_blobs, staged, tagged = set(inventory["held"]), set(inventory["staged"]), set(inventory["tagged"])
-        present = [r for r in chosen if r.reference.stored_name in tagged and {r.id, *(layer.digest for layer in r.layers)} <= held_blobs]
+        present = [record for record in chosen if record.reference.stored_name in tagged]
         images = [source.archive_image(record) for record in chosen if record not in present]
         sending = {}  # digest: size, each once
         for image in images:
@@ -117,8 +118,13 @@ class ActionModule(ActionBase):
         return answer
 
 
-def _candidate(record) -> dict:
-    """An image as the host's inventory is asked about it: its id and every blob it needs."""
+def _candidate(source: OciStore, record) -> dict:
+    """An image as the host's inventory is asked about it: its id, every blob it needs, and its layers' DiffIDs
+    (by which an engine knows the layers it holds)."""
+    config = source.read_blob(record.id)
+    if config is None:
+        raise DockyardError("store_corrupt", f"the controller's store at {source.root} lacks the config {record.id}; pull the image there again")
     blobs = [{"digest": layer.digest, "size": layer.size} for layer in record.layers]
     blobs.append({"digest": record.id, "size": record.config_size})
-    return {"id": record.id, "names": [record.reference.stored_name] if record.reference is not None else [], "blobs": blobs}
+    names = [record.reference.stored_name] if record.reference is not None else []
+    return {"id": record.id, "names": names, "blobs": blobs, "diff_ids": list(read_config(config, f"the config {record.id}").diff_ids)}

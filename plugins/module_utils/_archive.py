@@ -616,6 +616,10 @@ class ArchivePlan:
     def size(self) -> int:
         return sum(len(source) if isinstance(source, bytes) else source.size for _name, source in self.members)
 
+    def without(self, digests: set) -> ArchivePlan:
+        """The same archive less the blobs `digests` names (what its reader holds already)."""
+        return ArchivePlan([(name, source) for name, source in self.members if isinstance(source, bytes) or source.digest not in digests])
+
     def listing(self) -> list:
         """(name, size) of every member, and the bytes of those written from memory: what tells two archives apart."""
         return [(name, source if isinstance(source, bytes) else source.size) for name, source in self.members]

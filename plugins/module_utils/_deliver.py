@@ -29,6 +29,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, best_running_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_digest
+from ansible_collections.dockyard.images.plugins.module_utils._stores import Wanted
 
 DELIVER_OPTIONS = {  # image_deliver's own options, beside the store's (the action plugin and its documentation's twin)
     "name": {"type": "list", "elements": "str", "required": True},
@@ -62,15 +63,17 @@ def checked_staging(path: str) -> str:
 
 
 def _checked_blobs(images: list) -> list:
-    """(id, [Descriptor]) of the images the controller asks about, every digest checked before a path is made of it."""
+    """The images the controller asks about, every digest checked before a path is made of it."""
     wanted = []
     for image in images:
         blobs = image.get("blobs") or []
+        diff_ids = image.get("diff_ids") or []
         digests = [image.get("id"), *(blob.get("digest") for blob in blobs if isinstance(blob, dict))]
         sizes = [blob.get("size") for blob in blobs if isinstance(blob, dict)]
-        if len(digests) != len(blobs) + 1 or not all(is_digest(d) for d in digests) or not all(isinstance(s, int) and s >= 0 for s in sizes):
-            raise DockyardError("invalid_argument", f"images must each be an id and blobs of digest and size, not {image!r:.200}")
-        wanted.append((image["id"], [Descriptor("", blob["digest"], blob["size"]) for blob in blobs]))
+        shaped = len(digests) == len(blobs) + 1 and isinstance(diff_ids, list) and all(is_digest(d) for d in digests + diff_ids)
+        if not shaped or not all(isinstance(s, int) and s >= 0 for s in sizes):
+            raise DockyardError("invalid_argument", f"images must each be an id, blobs of digest and size, and diff_ids, not {image!r:.200}")
+        wanted.append(Wanted(image["id"], tuple(Descriptor("", blob["digest"], blob["size"]) for blob in blobs), tuple(diff_ids)))
     return wanted
 
 
@@ -87,16 +90,15 @@ def _plain_directories(staging: str, algorithms: set) -> None:
 
 
 def inventory(store, images: list, staging: str, check_mode: bool = False) -> dict:
-    """Of the blobs of `images` ({id, names, blobs: [{digest, size}]}), those the store holds and those staged
-    already with their full size (a file of another size is a transfer cut short: removed, to be sent again);
-    and which of their names the store holds as that very image."""
+    """Of the blobs of `images` ({id, names, blobs: [{digest, size}], diff_ids}), those the store need not be sent
+    and those staged already with their full size (a file of another size is a transfer cut short: removed, to be
+    sent again); and which of their names the store holds as that very image, whole."""
     wanted = _checked_blobs(images)
-    held = store.held_blobs(wanted)
-    ids = {image["id"] for image in images}
-    holding = {(record.reference.stored_name, record.id) for record in store.images() if record.reference is not None and record.id in ids}
-    tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in holding})
+    holding = store.holding(wanted)
+    named = {(record.reference.stored_name, record.id) for record in store.images() if record.reference is not None and record.id in holding.images}
+    tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in named})
     staged = []
-    blobs = {d.digest: d for _id, image_blobs in wanted for d in image_blobs}.values()
+    blobs = {d.digest: d for image in wanted for d in image.blobs}.values()
     if not check_mode:
         _plain_directories(staging, {d.digest.split(":")[0] for d in blobs})
     for descriptor in blobs if os.path.isdir(staging) else ():
@@ -111,7 +113,7 @@ def inventory(store, images: list, staging: str, check_mode: bool = False) -> di
             staged.append(descriptor.digest)
         elif not check_mode:  # a transfer cut short (or anything but a file): sent again
             os.unlink(path)
-    return {"held": sorted(held), "staged": sorted(staged), "tagged": tagged}
+    return {"held": sorted(holding.blobs), "staged": sorted(staged), "tagged": tagged}
 
 
 def receive(store, staging: str, index: dict, platform: Platform, platform_explicit: bool, concurrency: int, check_mode: bool) -> tuple:

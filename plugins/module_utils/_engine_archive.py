@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import os
 import shutil
 import tarfile
@@ -218,7 +219,7 @@ class EngineLoader:
         while loads:
             blobs = _ArchiveBlobs(self.source.reader)
             try:
-                return self._send(_images_to_send(loads), blobs)
+                return self._send(_images_to_send(loads), blobs, self._reused_layers(loads))
             except DockyardError as exc:
                 if blobs.spoiled is None:
                     return exc
@@ -231,10 +232,10 @@ class EngineLoader:
                 loads = [load for load in loads if load.result.error is None]
         return None
 
-    def _send(self, images: list, blobs: _ArchiveBlobs) -> Optional[DockyardError]:
+    def _send(self, images: list, blobs: _ArchiveBlobs, reused: set) -> Optional[DockyardError]:
         """Stream a docker-archive of `images` into the engine; the failure it reports in its answer, on any line
         (both engines can answer 200 and say inside that the load failed)."""
-        plan = plan_archive(images, DOCKER_ARCHIVE)
+        plan = plan_archive(images, DOCKER_ARCHIVE).without(reused)
         with _archive_stream(plan, blobs.open) as body:
             answer = self.store.client.stream("POST", "/images/load", params={"quiet": "1"}, headers={"Content-Type": "application/x-tar"}, data=body)
             for event in answer:
@@ -242,6 +243,18 @@ class EngineLoader:
                 if message:
                     return DockyardError(engine_reason(message), f"the engine failed to load the archive: {message}")
         return None
+
+    def _reused_layers(self, loads: list) -> set:
+        """The layer blobs Docker's load will not read: it opens a layer's file only for a ChainID it lacks, so the
+        archive leaves out those it holds (a delivery does not send them). Podman reads every file the archive names."""
+        if self.store.kind != "docker":
+            return set()
+        held, reused, needed = self._held_chain_ids(), set(), set()
+        for load in loads:
+            for layer, chain in itertools.zip_longest(load.image.layers, chain_ids(load.diff_ids)):
+                if layer is not None:
+                    (reused if chain in held else needed).add(layer.digest)
+        return reused - needed
 
 
 def _images_to_send(loads: list) -> list:

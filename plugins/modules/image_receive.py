@@ -48,7 +48,9 @@ options:
     type: path
     required: true
   images:
-    description: With O(step=inventory), the images, each with its C(id) and C(blobs) (each a C(digest) and C(size)).
+    description:
+      - With O(step=inventory), the images, each with its C(id), C(blobs) (each a C(digest) and C(size)), and C(diff_ids),
+        its layers' DiffIDs in order.
     type: list
     elements: dict
     default: []

@@ -19,7 +19,9 @@ def pull_into(path, registry, names) -> dict:
 
 
 def deliver(controller, host, registry, names, check=False, extra=None) -> dict:
-    args = {"name": [f"{registry.host}/{name}" for name in names], "source_path": str(controller), "store": "oci", "store_path": str(host)}
+    """Deliver to `host`: an OCI store's path, or a store's options."""
+    store = host if isinstance(host, dict) else {"store": "oci", "store_path": str(host)}
+    args = {"name": [f"{registry.host}/{name}" for name in names], "source_path": str(controller), **store}
     return run_module("image_deliver", dict(args, **(extra or {})), check=check)
 
 
@@ -106,3 +108,35 @@ def test_a_corrupt_blob_is_refused_on_the_host_and_the_staging_directory_removed
     assert not again.get("failed") and again["resumed_bytes"] == 0, "the refused blob was not kept"
     assert corpus.app.layers[0].size <= again["sent_bytes"] <= unique_bytes(corpus.app), "the base is sent again"
     assert [image["id"] for image in run_module("image_facts", {"store": "oci", "store_path": str(host)})["images"]] == [corpus.app.id]
+
+
+@pytest.fixture(params=["docker", "podman", "containerd"])
+def host_store(request) -> dict:
+    """Each real store but the OCI one, emptied, as a host's store options."""
+    if request.param == "containerd":
+        service = request.getfixturevalue("containerd_service")
+        service.remove_all()
+        return {"store": "containerd", "containerd_address": service.socket_path}
+    engine = request.getfixturevalue(f"{request.param}_engine")
+    engine.remove_all_images()
+    return {"store": request.param, "docker_host": engine.docker_host}
+
+
+def test_an_engine_or_containerd_host_gets_only_what_its_load_reads(controller, registry, corpus, host_store):
+    """Docker and containerd are not sent a layer they hold (Docker knows it by its ChainID); Podman's load reads
+    every layer of an image it lacks, so it is sent the image whole."""
+    run_module("image_pull", {"name": [f"{registry.host}/team/app:1"], **host_store})
+    names = ["team/app:1", "team/worker:1"]
+    plan = deliver(controller, host_store, registry, names, check=True)
+    done = deliver(controller, host_store, registry, names)
+    assert not done.get("failed"), done
+    worker = corpus.worker
+    expected = len(worker.manifest) + len(worker.config) + worker.layers[1].size
+    if host_store["store"] == "podman":
+        expected += worker.layers[0].size
+    assert plan["sent_bytes"] == done["sent_bytes"] == expected, (plan, done)
+    facts = run_module("image_facts", host_store)
+    held = {image["reference"]: image["id"] for image in facts["images"]}
+    assert held[f"{registry.host}/team/worker:1"] == worker.id and held[f"{registry.host}/team/app:1"] == corpus.app.id
+    again = deliver(controller, host_store, registry, names)
+    assert not again.get("failed") and not again["changed"] and again["sent_bytes"] == 0, again

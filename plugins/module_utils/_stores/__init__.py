@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
@@ -55,6 +55,35 @@ class Held:
     digest: str
     complete: bool
     handle: Any = None
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An image a delivery asks a store about: its id (the config's digest), every blob it needs (layers,
+    then config), and its layers' DiffIDs in order (what an engine keeps them by)."""
+
+    id: str
+    blobs: tuple[Descriptor, ...]
+    diff_ids: tuple[str, ...] = ()
+
+    @property
+    def layers(self) -> list[Descriptor]:
+        return [descriptor for descriptor in self.blobs if descriptor.digest != self.id]
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What a store holds of the images a delivery asks about: the blobs a load into it need not be sent, and
+    the ids of the images it holds whole (an engine may hold an image and still need a blob of it sent for another)."""
+
+    blobs: frozenset
+    images: frozenset
+
+    @classmethod
+    def per_blob(cls, images: list, holds: Callable[[Descriptor], bool]) -> Holding:
+        """For a store that keeps blobs as they are: a blob is held when the store has it, an image when every blob is."""
+        held = frozenset(d.digest for image in images for d in image.blobs if holds(d))
+        return cls(held, frozenset(image.id for image in images if all(d.digest in held for d in image.blobs)))
 
 
 @dataclass
@@ -417,7 +446,7 @@ class Store(Protocol):
 
     def exporter(self, names: list[str]) -> Exported: ...  # the images `names` mean, and their blobs, for an archive
 
-    def held_blobs(self, images: list[tuple[str, list[Descriptor]]]) -> set[str]: ...  # of these (id, blobs), what it holds
+    def holding(self, images: list[Wanted]) -> Holding: ...  # of these images, what a delivery need not send
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan: ...
 

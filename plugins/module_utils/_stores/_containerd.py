@@ -83,6 +83,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._platform import P
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest, parse_reference_or_none
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     Held,
+    Holding,
     ImageRecord,
     LayerRecord,
     PullRequest,
@@ -424,10 +425,10 @@ class ContainerdStore:
             images.append(exported_image(record, held.manifest, what, held.top if held.top is not None and held.top.is_index else None))
         return exported(images, self.open_content)
 
-    def held_blobs(self, images: list) -> set:
-        """Of the blobs of these (id, blobs) images, those the namespace's content store holds: what a delivery need not send."""
+    def holding(self, images: list) -> Holding:
+        """Of these images, the blobs the namespace's content store holds and the images it holds whole."""
         content = self.content()
-        return {d.digest for _id, blobs in images for d in blobs if d.digest in content}
+        return Holding.per_blob(images, lambda d: d.digest in content)
 
     @contextlib.contextmanager
     def open_content(self, descriptor: Descriptor):

@@ -11,6 +11,7 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
+    Holding,
     ImageRecord,
     LayerRecord,
     RemovalPlan,
@@ -332,11 +334,22 @@ class EngineStore:
 
         return EngineLoader(self, source, check_mode)
 
-    def held_blobs(self, images: list) -> set:
-        """Of the blobs of these (id, blobs) images, those of the images the engine holds: an engine keeps no
-        compressed blob, so a delivery sends an image it lacks whole, and one it holds not at all."""
-        ids = {record.id for record in self.images()}
-        return {d.digest for image_id, blobs in images if image_id in ids for d in blobs}
+    def holding(self, images: list) -> Holding:
+        """Of these images, those the engine holds, and the blobs a load into it need not read. An engine keeps
+        no compressed blob: it holds an image, or a layer by its ChainID. Docker's load reads a layer's file only
+        for a ChainID it lacks; Podman's reads every file the archive names, so it is sent an image it lacks
+        whole. A blob needed by any image is not held, whatever another image's layers say."""
+        ids = {record.id for record in self.images()} & {image.id for image in images}
+        chains = self.present_chain_ids() if self.kind == "docker" else set()
+        needed = set()
+        for image in images:
+            if image.id in ids:
+                continue
+            needed.add(image.id)
+            layers = [descriptor.digest for descriptor in image.layers]
+            reusable = chain_ids(list(image.diff_ids)) if len(image.diff_ids) == len(layers) else []
+            needed.update(digest for digest, chain in itertools.zip_longest(layers, reusable) if chain not in chains)
+        return Holding(frozenset({d.digest for image in images for d in image.blobs} - needed), frozenset(ids))
 
     def exporter(self, names: list) -> Exported:
         """The engine saves the images (GET /images/get) into a private file that the archive is written from."""

@@ -47,6 +47,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._platform import P
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest, parse_reference_or_none
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     Held,
+    Holding,
     ImageRecord,
     LayerRecord,
     PullRequest,
@@ -438,9 +439,9 @@ class OciStore:
             return served, None
         return served, top
 
-    def held_blobs(self, images: list) -> set:
-        """Of the blobs of these (id, blobs) images, those the store holds: what a delivery need not send."""
-        return {d.digest for _id, blobs in images for d in blobs if self.has_blob(d.digest, d.size)}
+    def holding(self, images: list) -> Holding:
+        """Of these images, the blobs the store holds and the images it holds whole: what a delivery need not send."""
+        return Holding.per_blob(images, lambda d: self.has_blob(d.digest, d.size))
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         records = self.images()

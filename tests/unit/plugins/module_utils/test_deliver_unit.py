@@ -12,6 +12,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._deliver import be
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._stores import Holding as StoreHolding
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord
 
 
@@ -21,8 +22,8 @@ class Holding:
     def __init__(self, blobs: set, records: list):
         self.blobs, self.records = blobs, records
 
-    def held_blobs(self, images: list) -> set:
-        return {d.digest for _id, blobs in images for d in blobs if d.digest in self.blobs}
+    def holding(self, images: list) -> StoreHolding:
+        return StoreHolding.per_blob(images, lambda d: d.digest in self.blobs)
 
     def images(self) -> list:
         return self.records
@@ -66,8 +67,10 @@ def test_the_inventory_counts_whole_staged_blobs_and_drops_cut_ones(staging):
         cut.write(b"x" * 7)
     store = Holding({digest("c")}, [record("registry.example/team/app:1", digest("c")), record("registry.example/team/app:2", digest("d"))])
     found = inventory(store, images, staging)
-    assert found == {"held": [digest("c")], "staged": [digest("a")], "tagged": ["registry.example/team/app:1"]}
+    assert found == {"held": [digest("c")], "staged": [digest("a")], "tagged": []}, "a name whose image lacks blobs is not held"
     assert not os.path.exists(blob_path(staging, digest("b"))), "a blob cut short is sent again whole"
+    store.blobs |= {digest("a"), digest("b")}
+    assert inventory(store, images, staging)["tagged"] == ["registry.example/team/app:1"], "only the name the store holds as that image"
 
 
 def test_check_mode_leaves_a_cut_blob_where_it_is(staging):

@@ -31,6 +31,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._archive import (
     OCI_ARCHIVE,
     ArchiveImage,
     ArchiveReader,
+    blob_member,
     export_archive,
     load_archive,
     load_result,
@@ -42,7 +43,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import M
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._stores import MISSING
-from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore
+from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids
 from support.images import Image, digest_of, random_layer
 from unit.support_inprocess import InProcessServer, _Handler
 
@@ -235,17 +236,24 @@ class ScriptedEngine(InProcessServer):
         return 200, {"Content-Type": "application/x-tar"}, [data[start : start + 65536] for start in range(0, len(data), 65536)]
 
     def _load(self, body: bytes) -> tuple:
-        """Take every image of the archive, each layer checked against its DiffID; tag the RepoTags."""
+        """Take every image of the archive, each layer checked against its DiffID; tag the RepoTags. Docker reads
+        no file of a layer whose ChainID it holds; Podman reads every one."""
         self.sent.append(body)
         if self.load_failure is not None:
             return self._failed(self.load_failure)
         loaded = []
+        layers = {}  # what the engine holds, by ChainID
+        for image in self.images.values():
+            layers.update(zip(chain_ids(image.diff_ids), image.tars))
         try:
             with tarfile.open(fileobj=io.BytesIO(body)) as tar:
                 for entry in json.loads(tar.extractfile("manifest.json").read()):
                     config = tar.extractfile(entry["Config"]).read()
                     held = HeldImage(config, [])
-                    for path, diff_id in zip(entry["Layers"], held.diff_ids):
+                    for path, diff_id, chain in zip(entry["Layers"], held.diff_ids, chain_ids(held.diff_ids)):
+                        if self.kind == "docker" and chain in layers:
+                            held.tars.append(layers[chain])
+                            continue
                         data = tar.extractfile(path).read()
                         data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
                         if digest_of(data) != diff_id:
@@ -463,6 +471,10 @@ def test_an_image_the_engine_holds_is_not_sent_and_the_others_reuse_its_layers(e
     assert (app["changed"], statuses(app)) == (False, ["already_exists", "already_exists"])
     assert (worker["changed"], statuses(worker)) == (True, ["already_exists", "loaded"]), "the base's ChainID is held"
     assert engine.sent_images() == [[(WORKER.id, (WORKER_NAME,))]]
+    with tarfile.open(fileobj=io.BytesIO(engine.sent[0])) as tar:
+        sent = set(tar.getnames())
+    base, top = (blob_member(layer.digest) for layer in WORKER.layers)
+    assert top in sent and (base in sent) == (engine.kind == "podman"), "Docker reads no file of a layer it holds; Podman reads every one"
     assert loaded["diff"]["before"] == {APP_NAME: APP.digest, WORKER_NAME: None}
 
 
