@@ -12,6 +12,7 @@ staging directory. See module_utils/_deliver.py.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 from ansible.plugins.action import ActionBase
@@ -127,4 +128,17 @@ def _candidate(source: OciStore, record) -> dict:
     blobs = [{"digest": layer.digest, "size": layer.size} for layer in record.layers]
     blobs.append({"digest": record.id, "size": record.config_size})
     names = [record.reference.stored_name] if record.reference is not None else []
-    return {"id": record.id, "names": names, "blobs": blobs, "diff_ids": list(read_config(config, f"the config {record.id}").diff_ids)}
+    diff_ids = list(read_config(config, f"the config {record.id}").diff_ids)
+    return {"id": record.id, "names": names, "blobs": blobs, "diff_ids": diff_ids, "manifests": _manifests(source, record)}
+
+
+def _manifests(source: OciStore, record) -> list:
+    """The manifests (and index) the controller may send for an image, each with its size: a host says which of
+    them a delivery cut short left staged, as for blobs."""
+    found = []
+    for digest in dict.fromkeys(d for d in (record.handle["digest"], record.digest, record.manifest_digest) if d):
+        try:
+            found.append({"digest": digest, "size": os.stat(source.blob_path(digest)).st_size})
+        except (OSError, DockyardError):  # not kept: never sent
+            continue
+    return found

@@ -62,18 +62,20 @@ def checked_staging(path: str) -> str:
     return path
 
 
-def _checked_blobs(images: list) -> list:
-    """The images the controller asks about, every digest checked before a path is made of it."""
+def _checked_blobs(images: list, staged: list) -> list:
+    """The images the controller asks about, every digest checked before a path is made of it; what of them may
+    be staged (blobs and manifests) added to `staged`."""
     wanted = []
     for image in images:
-        blobs = image.get("blobs") or []
-        diff_ids = image.get("diff_ids") or []
-        digests = [image.get("id"), *(blob.get("digest") for blob in blobs if isinstance(blob, dict))]
-        sizes = [blob.get("size") for blob in blobs if isinstance(blob, dict)]
-        shaped = len(digests) == len(blobs) + 1 and isinstance(diff_ids, list) and all(is_digest(d) for d in digests + diff_ids)
+        blobs, manifests, diff_ids = image.get("blobs") or [], image.get("manifests") or [], image.get("diff_ids") or []
+        described = [blob for blob in blobs + manifests if isinstance(blob, dict)]
+        digests = [image.get("id"), *(blob.get("digest") for blob in described)]
+        sizes = [blob.get("size") for blob in described]
+        shaped = len(described) == len(blobs + manifests) and isinstance(diff_ids, list) and all(is_digest(d) for d in digests + diff_ids)
         if not shaped or not all(isinstance(s, int) and s >= 0 for s in sizes):
-            raise DockyardError("invalid_argument", f"images must each be an id, blobs of digest and size, and diff_ids, not {image!r:.200}")
+            raise DockyardError("invalid_argument", f"images must each be an id, blobs and manifests of digest and size, and diff_ids, not {image!r:.200}")
         wanted.append(Wanted(image["id"], tuple(Descriptor("", blob["digest"], blob["size"]) for blob in blobs), tuple(diff_ids)))
+        staged.extend(Descriptor("", blob["digest"], blob["size"]) for blob in blobs + manifests)
     return wanted
 
 
@@ -90,15 +92,17 @@ def _plain_directories(staging: str, algorithms: set) -> None:
 
 
 def inventory(store, images: list, staging: str, check_mode: bool = False) -> dict:
-    """Of the blobs of `images` ({id, names, blobs: [{digest, size}], diff_ids}), those the store need not be sent
-    and those staged already with their full size (a file of another size is a transfer cut short: removed, to be
-    sent again); and which of their names the store holds as that very image, whole."""
-    wanted = _checked_blobs(images)
+    """Of the blobs of `images` ({id, names, blobs and manifests: [{digest, size}], diff_ids}), those the store
+    need not be sent; of those and the manifests, those staged already with their full size (a file of another
+    size is a transfer cut short: removed, to be sent again); and which of their names the store holds as that
+    very image, whole."""
+    may_be_staged = []
+    wanted = _checked_blobs(images, may_be_staged)
     holding = store.holding(wanted)
     named = {(record.reference.stored_name, record.id) for record in store.images() if record.reference is not None and record.id in holding.images}
     tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in named})
     staged = []
-    blobs = {d.digest: d for image in wanted for d in image.blobs}.values()
+    blobs = {d.digest: d for d in may_be_staged}.values()
     if not check_mode:
         _plain_directories(staging, {d.digest.split(":")[0] for d in blobs})
     for descriptor in blobs if os.path.isdir(staging) else ():

@@ -49,8 +49,8 @@ options:
     required: true
   images:
     description:
-      - With O(step=inventory), the images, each with its C(id), C(blobs) (each a C(digest) and C(size)), and C(diff_ids),
-        its layers' DiffIDs in order.
+      - With O(step=inventory), the images, each with its C(id), C(blobs) (each a C(digest) and C(size)), C(diff_ids),
+        its layers' DiffIDs in order, and C(manifests) (each a C(digest) and C(size)), which may be staged too.
     type: list
     elements: dict
     default: []

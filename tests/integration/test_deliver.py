@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 
 import pytest
 
-from support.ansible import run_module
+from support.ansible import ansible_command, ansible_env, kill_tree, run_module
 
 
 def pull_into(path, registry, names) -> dict:
@@ -27,12 +29,7 @@ def deliver(controller, host, registry, names, check=False, extra=None) -> dict:
 
 def unique_bytes(*images) -> int:
     """What a host with nothing needs for these images: each manifest, config and layer once."""
-    blobs = {}
-    for image in images:
-        blobs[image.digest] = len(image.manifest)
-        blobs[image.id] = len(image.config)
-        blobs.update({layer.digest: layer.size for layer in image.layers})
-    return sum(blobs.values())
+    return sum(blob_sizes(*images).values())
 
 
 @pytest.fixture
@@ -140,3 +137,58 @@ def test_an_engine_or_containerd_host_gets_only_what_its_load_reads(controller, 
     assert held[f"{registry.host}/team/worker:1"] == worker.id and held[f"{registry.host}/team/app:1"] == corpus.app.id
     again = deliver(controller, host_store, registry, names)
     assert not again.get("failed") and not again["changed"] and again["sent_bytes"] == 0, again
+
+
+def test_a_transfer_killed_halfway_resumes_without_sending_again_what_arrived(tmp_path, controller, registry, corpus):
+    """The controller is killed while the connection (slowed down) carries the blobs: the next delivery sends
+    only what had not arrived whole, and the host ends with every image."""
+    host = tmp_path / "host"
+    names = ["team/app:1", "team/worker:1", "team/oci:1"]
+    args = {"name": [f"{registry.host}/{name}" for name in names], "source_path": str(controller), "store": "oci", "store_path": str(host)}
+    staging = deliver(controller, host, registry, names, check=True)["staging"]
+    sizes = blob_sizes(corpus.app, corpus.worker, corpus.oci)
+    process = subprocess.Popen(
+        ansible_command("image_deliver", args, connection="throttled"),
+        env=ansible_env({"DOCKYARD_TEST_PIECE": "64", "DOCKYARD_TEST_PAUSE": "0.02"}),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not arrived(staging, sizes) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        kill_tree(process.pid)
+        process.wait()
+    whole = arrived(staging, sizes)
+    assert whole and sum(whole.values()) < sum(sizes.values()), "killed after some blobs arrived, before all did"
+    assert not host.exists() or run_module("image_facts", {"store": "oci", "store_path": str(host)})["images"] == [], "nothing loaded yet"
+
+    done = deliver(controller, host, registry, names)
+    assert not done.get("failed"), done
+    assert done["resumed_bytes"] == sum(whole.values()), "what arrived whole is not sent again"
+    assert done["sent_bytes"] == sum(sizes.values()) - sum(whole.values())
+    assert not os.path.exists(staging)
+    held = {image["reference"]: image["id"] for image in run_module("image_facts", {"store": "oci", "store_path": str(host)})["images"]}
+    assert held == {f"{registry.host}/{name}": image.id for name, image in zip(names, (corpus.app, corpus.worker, corpus.oci))}
+
+
+def blob_sizes(*images) -> dict:
+    """digest: size of every blob a host with nothing is sent for these images."""
+    sizes = {}
+    for image in images:
+        sizes[image.digest] = len(image.manifest)
+        sizes[image.id] = len(image.config)
+        sizes.update({layer.digest: layer.size for layer in image.layers})
+    return sizes
+
+
+def arrived(staging: str, sizes: dict) -> dict:
+    """digest: size of the blobs staged whole."""
+    found = {}
+    for digest, size in sizes.items():
+        path = os.path.join(staging, "blobs", *digest.split(":"))
+        if os.path.isfile(path) and os.path.getsize(path) == size:
+            found[digest] = size
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ def ansible_env(extra: Optional[dict] = None) -> dict:
             "ANSIBLE_DEPRECATION_WARNINGS": "0",
             "ANSIBLE_LOCALHOST_WARNING": "0",
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+            "ANSIBLE_CONNECTION_PLUGINS": os.path.join(HERE, "connection_plugins"),  # the test connections, beside Ansible's
         }
     )
     env.update(extra or {})
@@ -74,16 +76,61 @@ def with_hosts(command: list, hosts_path: str) -> list:
     return ["unshare", "--mount", "sh", "-c", 'mount --bind "$1" /etc/hosts && shift && exec "$@"', "sh", hosts_path, *command]
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL the process `pid` and every process it started, Ansible's workers included (each calls setsid,
+    so killing the process group would leave them running)."""
+    found = [pid]
+    for parent in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(parent, signal.SIGSTOP)  # no new children while the tree is read
+        found.extend(child for child in _children(parent) if child not in found)
+    for each in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+
+
+def _children(pid: int) -> list:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
 def _run_limited(command: list, env: dict, kill_after: float):
     """subprocess.run in its own process group, killed whole (module processes too) after `kill_after` seconds."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_tree(process.pid)
         stdout, stderr = process.communicate()
         raise AssertionError(f"ansible was still running after {kill_after} s and was killed:\n{stdout[-2000:]}\n{stderr[-2000:]}") from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def ansible_command(module: str, args: dict, check: bool = False, diff: bool = False, connection: str = "local") -> list:
+    """The ansible command line that runs dockyard.images.<module> once on localhost over `connection` (one of
+    Ansible's, or of support/connection_plugins)."""
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "ansible"),
+        "localhost",
+        "-c",
+        connection,
+        "-i",
+        "localhost,",
+        "-m",
+        f"dockyard.images.{module}",
+        "-a",
+        json.dumps(args),
+    ]
+    return command + (["--check"] if check else []) + (["--diff"] if diff else [])
 
 
 def run_module(
@@ -101,22 +148,7 @@ def run_module(
     `kill_after` kills the whole process group after that many seconds and fails the test.
     The result also carries `_stdout`, `_stderr` and `_elapsed` (wall-clock seconds of the ansible process).
     """
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "ansible"),
-        "localhost",
-        "-c",
-        "local",
-        "-i",
-        "localhost,",
-        "-m",
-        f"dockyard.images.{module}",
-        "-a",
-        json.dumps(args),
-    ]
-    if check:
-        command.append("--check")
-    if diff:
-        command.append("--diff")
+    command = ansible_command(module, args, check, diff)
     with tempfile.TemporaryDirectory() as work, tempfile.NamedTemporaryFile(suffix=".jsonl") as results:
         if hosts:
             command = with_hosts(command, hosts_file(hosts, work))

@@ -81,6 +81,22 @@ def test_check_mode_leaves_a_cut_blob_where_it_is(staging):
     assert os.path.exists(blob_path(staging, digest("b")))
 
 
+def test_a_manifest_that_arrived_whole_counts_as_staged_but_never_as_held(staging):
+    images = [{"id": digest("c"), "blobs": [{"digest": digest("c"), "size": 5}], "manifests": [{"digest": digest("e"), "size": 30}]}]
+    with open(blob_path(staging, digest("e")), "wb") as whole:
+        whole.write(b"x" * 30)
+    found = inventory(Holding({digest("e")}, []), images, staging)
+    assert found["staged"] == [digest("e")] and found["held"] == [], "a manifest is sent (or resumed) whatever the store holds"
+
+
+@pytest.mark.parametrize("manifests", [[{"digest": "sha256:../../etc", "size": 3}], [{"digest": digest("e")}], ["sha256:" + "e" * 64]])
+def test_a_manifest_that_is_no_digest_and_size_is_refused(staging, manifests):
+    images = [{"id": digest("c"), "blobs": [], "manifests": manifests}]
+    with pytest.raises(DockyardError) as refused:
+        inventory(Holding(set(), []), images, staging)
+    assert refused.value.reason == "invalid_argument"
+
+
 def test_a_host_without_a_staging_directory_has_staged_nothing(tmp_path):
     images = [{"id": digest("c"), "blobs": [{"digest": digest("c"), "size": 5}]}]
     assert inventory(Holding({digest("c")}, []), images, str(tmp_path / ".cache/dockyard/deliver/store-0123456789abcdef"))["staged"] == []
