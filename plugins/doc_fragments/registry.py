@@ -73,6 +73,8 @@ options:
         over every window of O(timeout) seconds. A transfer slower than that fails with reason
         V(unreachable) at once, without retries; an interrupted blob download keeps what arrived and resumes
         from there in a later run.
+      - No wait between retries is longer than O(timeout) seconds. A registry that answers HTTP 429 with a
+        C(Retry-After) longer than that fails the request with reason V(rate_limited) at once.
     type: int
     default: 60
   retries:

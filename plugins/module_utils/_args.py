@@ -13,7 +13,16 @@ import gc
 import os
 import traceback
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host, userinfo_password
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dockyard.images.plugins.module_utils._auth import (
+    CredentialStore,
+    known_secrets,
+    redact_userinfo,
+    registry_host,
+    scrub,
+    userinfo_password,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._batch import resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
@@ -22,6 +31,34 @@ from ansible_collections.dockyard.images.plugins.module_utils._registry import R
 from ansible_collections.dockyard.images.plugins.module_utils._requests import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.dockyard.images.plugins.module_utils._stores import StoreOptions, open_store
 from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions, parse_endpoint_address
+
+
+class DockyardModule(AnsibleModule):
+    """AnsibleModule as every module of the collection runs it: what it reports (its result and message, a warning,
+    or an option Ansible refuses before the module starts) carries no secret the process held, and a failure
+    always has a reason (`invalid_argument` for options Ansible refuses)."""
+
+    def fail_json(self, msg, **kwargs):
+        kwargs.setdefault("reason", "invalid_argument")
+        self._keep_secrets_out()
+        super().fail_json(msg, **kwargs)
+
+    def exit_json(self, **kwargs):
+        self._keep_secrets_out()
+        super().exit_json(**kwargs)
+
+    def warn(self, warning, **kwargs):
+        super().warn(scrub(str(warning), self.no_log_values), **kwargs)
+
+    def _log_invocation(self):  # Ansible logs a module's options to the host's journal as it starts
+        _hide_url_secrets(self)
+        super()._log_invocation()
+
+    def _keep_secrets_out(self) -> None:
+        """Ansible blanks no_log values in the result it writes: those are also every secret this process held."""
+        _hide_url_secrets(self)
+        self.no_log_values.update(known_secrets())
+
 
 MAX_TIMEOUT = 86400  # a day: beyond it, no deadline means anything (and the system's timers overflow)
 MAX_RETRIES = 100
@@ -151,7 +188,6 @@ def run_and_exit(module, work) -> None:
     # nothing while the work runs, nor when the interpreter shuts down.
     gc.freeze()
     gc.enable()
-    _hide_url_secrets(module)
     try:
         outcome = work()
     except DockyardError as exc:

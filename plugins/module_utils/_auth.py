@@ -29,14 +29,45 @@ TOKEN_DEFAULT_LIFETIME = 60
 TOKEN_REFRESH_MARGIN = 10
 
 
+_SECRETS = set()  # every secret this process has held: none may leave it, in a result, a warning or a log
+_MIN_SECRET = 4  # shorter strings are not masked: blanking every "ab" of a result would hide more than it keeps
+
+
+def keep_secret(*values) -> None:
+    """Remember secrets this process holds, so that `scrub` (and the module's exit) blanks them wherever they appear."""
+    _SECRETS.update(value for value in values if isinstance(value, str) and len(value) >= _MIN_SECRET)
+
+
+def known_secrets() -> frozenset:
+    return frozenset(_SECRETS)
+
+
+def scrub(text: str, also=()) -> str:
+    """`text` (a registry's or an engine's, which may echo what it was sent) with every secret blanked out."""
+    for secret in sorted({*_SECRETS, *(value for value in also if isinstance(value, str) and len(value) >= _MIN_SECRET)}, key=len, reverse=True):
+        text = text.replace(secret, "********")
+    return text
+
+
+def basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
 @dataclass(frozen=True)
 class Credential:
-    """Credentials for one registry; repr shows the username only."""
+    """Credentials for one registry; repr shows the username only. Every secret of it is kept (keep_secret) as
+    it is made: as written, and as the Basic header and the engine's X-Registry-Auth carry it."""
 
     username: str = ""
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
     registry_token: str = field(default="", repr=False)
+
+    def __post_init__(self):
+        keep_secret(self.password, self.identity_token, self.registry_token)
+        if self.basic:
+            encoded = basic_header(*self.basic).split(" ", 1)[1]
+            keep_secret(encoded, encoded.rstrip("="))
 
     @property
     def identity(self) -> str:
@@ -223,4 +254,6 @@ def engine_auth_header(credential: Optional[Credential], domain: str) -> Optiona
         data = {"username": credential.username, "password": credential.password, "serveraddress": _config_key(domain)}
     else:
         return None
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode("ascii")
+    header = base64.urlsafe_b64encode(json.dumps(data).encode()).decode("ascii")
+    keep_secret(header, header.rstrip("="))
+    return header

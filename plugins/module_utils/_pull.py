@@ -20,7 +20,7 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional, Protocol
 
@@ -129,7 +129,7 @@ class FetchingPuller:
             # resolving is a few small requests per image, bound by round trips rather than bandwidth:
             # every image resolves at once (up to RESOLVE_WORKERS), downloads stay within concurrency,
             # and an image's blobs start coming as soon as it and the images before it are resolved
-            room, downloads = _Room(self.receiver), {}
+            room, downloads = _Room(self.receiver), _Downloads(pool, self._download)
             for plan, failure in each(plans, self._resolve):
                 plan.result.error = failure or (safely(self._assign_statuses)(plan, room.reserved) if plan.resolved is not None else None)
                 if plan.result.error is None and plan.resolved is not None:
@@ -137,7 +137,7 @@ class FetchingPuller:
                     if plan.result.error is not None:
                         self._refuse(plan)
                     elif not self.check_mode:
-                        self._start_downloads(plan, pool, downloads)
+                        self._start_downloads(plan, downloads)
             if not self.check_mode:
                 self._finish([plan for plan in plans if plan.result.error is None and plan.resolved is not None], downloads)
             failed = [plan for plan in plans if plan.result.error is not None]
@@ -234,12 +234,11 @@ class FetchingPuller:
 
     # -- download and commit ---------------------------------------------------------------------
 
-    def _start_downloads(self, plan: Plan, pool: ThreadPoolExecutor, downloads: dict) -> None:
+    def _start_downloads(self, plan: Plan, downloads: _Downloads) -> None:
         """Queue the blobs the image lacks that no earlier image queued, largest first: the biggest
         layer bounds the pull, so it must not start last."""
         for descriptor in largest_first(plan.wanted_blobs):
-            if descriptor.digest not in downloads:
-                downloads[descriptor.digest] = pool.submit(self._download, plan.request.reference, descriptor)
+            downloads.want(plan, descriptor)
 
     def _download(self, reference: Reference, descriptor: Descriptor) -> None:
         """Fetch one blob to the receiver; workers wanting the same blob wait for one download."""
@@ -257,19 +256,60 @@ class FetchingPuller:
         with self._inflight_lock:
             return self._inflight.setdefault(digest, threading.Lock())
 
-    def _finish(self, plans: list[Plan], downloads: dict) -> None:
+    def _finish(self, plans: list[Plan], downloads: _Downloads) -> None:
         """Wait for every image's blobs, then have the receiver tag the images whose blobs all came."""
         for plan in plans:
             plan.result.error = safely(self._await_blobs)(plan, downloads)
         self.receiver.commit([plan for plan in plans if plan.result.error is None])
 
-    def _await_blobs(self, plan: Plan, downloads: dict) -> None:
+    def _await_blobs(self, plan: Plan, downloads: _Downloads) -> None:
         """Wait for the image's blobs, then read its config with the one reader: an image whose config
         the collection cannot read is never tagged, so it cannot spoil the listing of the whole store."""
-        for descriptor in plan.wanted_blobs:
-            downloads[descriptor.digest].result()
+        downloads.wait(plan)
         config = plan.resolved.config
         found = read_config(self.receiver.read_blob(config.digest) or b"", f"the config {config.digest}").platform
         if plan.platform is None and found is not None:  # a single-manifest image: its config names its platform
             plan.platform = found
             plan.result.platform = str(found)
+
+
+class _Downloads:
+    """The blob downloads of a pull: each blob queued once, whichever images want it. A blob whose every
+    wanting image has failed is given up before it starts, so that a registry failing an image (each of
+    its blobs at its deadline, say) costs the pull one deadline, not one per blob of the image."""
+
+    def __init__(self, pool: ThreadPoolExecutor, download: Callable[[Reference, Descriptor], None]):
+        self._pool, self._download = pool, download
+        self._futures = {}  # digest: Future
+        self._wanted_by = {}  # digest: {id(plan)}
+        self._failed = set()  # id(plan) of the images a download failed
+        self._lock = threading.RLock()  # a callback on a future already done runs at once, in the caller
+
+    def want(self, plan: Plan, descriptor: Descriptor) -> None:
+        with self._lock:
+            if id(plan) in self._failed:  # a blob of it failed while its others were being queued
+                return
+            self._wanted_by.setdefault(descriptor.digest, set()).add(id(plan))
+            future = self._futures.get(descriptor.digest)
+            if future is None or future.cancelled():
+                future = self._futures[descriptor.digest] = self._pool.submit(self._download, plan.request.reference, descriptor)
+                future.add_done_callback(lambda done, digest=descriptor.digest: self._settled(digest, done))
+
+    def _settled(self, digest: str, future: Future) -> None:
+        if future.cancelled() or future.exception() is None:
+            return
+        with self._lock:
+            self._failed |= self._wanted_by[digest]
+            for other, queued in self._futures.items():
+                if self._wanted_by[other] <= self._failed:
+                    queued.cancel()  # only if it has not started: one that has ends at its own deadline
+
+    def wait(self, plan: Plan) -> None:
+        """Wait for the image's blobs; raise the first failure among them (a blob given up was wanted
+        only by images whose own download failed, so such an image has that failure to raise)."""
+        with self._lock:
+            futures = [self._futures[d.digest] for d in plan.wanted_blobs if d.digest in self._futures]
+        wait(futures)
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()

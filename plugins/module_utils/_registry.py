@@ -31,7 +31,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     manifest_media_type,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, choose_manifest
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest, is_registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._transport import (
     DOCKER_HUB_INDEX,
     BodyBroken,
@@ -121,7 +121,10 @@ class Registry:
         def head(endpoint: Endpoint):
             response = self._manifest_request(endpoint, "HEAD", reference, reference.manifest_reference, what)
             response.close()
-            return response.headers.get("Docker-Content-Digest")
+            digest = response.headers.get("Docker-Content-Digest")
+            if digest is not None and not is_digest(digest):
+                raise DockyardError("unsupported_media_type", f"{what}: {endpoint.netloc} labelled it {digest!r:.100}, which is not a digest")
+            return digest
 
         return self._each_endpoint(head, what)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._reference import OFFICIAL_REPO_PREFIX, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._reference import OFFICIAL_REPO_PREFIX, parse_reference_or_none
 
 CATALOG_PAGE = 100
 _FILTERS = ("is_official", "is_automated", "stars")
@@ -87,8 +87,9 @@ def search(registry, request: SearchRequest) -> list:
     if request.list_tags:
         pattern = request.tag_regex()
         for result in results:
-            reference = parse_reference(f"{registry.domain}/{result.name}")
-            result.tags = sorted(tag for tag in registry.list_tags(reference) if pattern is None or pattern.search(tag))
+            reference = parse_reference_or_none(f"{registry.domain}/{result.name}")
+            if reference is not None:  # a name no image can have (the registry's own, say) has no tags to list
+                result.tags = sorted(tag for tag in registry.list_tags(reference) if pattern is None or pattern.search(tag))
     return results
 
 

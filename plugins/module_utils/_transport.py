@@ -19,7 +19,6 @@ This module_utils file is private to the dockyard.images collection and may chan
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import http.client
 import ipaddress
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, redact_userinfo
+from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, basic_header, keep_secret, redact_userinfo, scrub
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
@@ -204,7 +203,7 @@ def check_realm(realm: str, registry: Origin, insecure_registries: tuple) -> Ori
             f"the registry's token realm {realm} is plain HTTP on another host; credentials never travel there in clear text. "
             "Serve the token service over https, or list its host:port in insecure_registries",
         )
-    if _private_rank(_ip(origin.host)) > _private_rank(_ip(registry.host)):
+    if _privacy(origin.host) > _privacy(registry.host):
         raise DockyardError("unauthorized", f"the registry named token realm {realm}, an address more private than the registry's own; refused")
     return origin
 
@@ -216,9 +215,23 @@ def _ip(host: str):
         return None
 
 
+def _privacy(host: str) -> int:
+    """How private a host is: the most private of the addresses it stands for, found as a connection finds them
+    (so `localhost`, `127.1`, `2130706433` or `[::ffff:127.0.0.1]` are loopback, as 127.0.0.1 is)."""
+    literal = _ip(host)
+    if literal is not None:
+        return _private_rank(literal)
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError, ValueError):
+        return 0  # no address: nothing will be sent there
+    return max((_private_rank(_ip(info[4][0].split("%", 1)[0])) for info in found), default=0)
+
+
 def _private_rank(address) -> int:
     if address is None:
         return 0
+    address = getattr(address, "ipv4_mapped", None) or address
     if address.is_loopback or address.is_unspecified:
         return 3
     if address.is_link_local:
@@ -305,12 +318,8 @@ class TokenCache:
                 return found[0]
             return None
 
-    def tokens(self) -> list:
-        """Every token held, expired or not: secrets that must never be repeated."""
-        with self._lock:
-            return [token for token, _expiry in self._tokens.values()]
-
     def put(self, key, token: str, expires_in) -> None:
+        keep_secret(token)  # expired or not, never to be repeated
         valid = isinstance(expires_in, int) and not isinstance(expires_in, bool) and expires_in > 0
         lifetime = min(expires_in, 86400) if valid else TOKEN_DEFAULT_LIFETIME
         with self._lock:
@@ -707,11 +716,11 @@ class Endpoint:
         if response.status_code == 429:
             wait = retry_after(response.headers.get("Retry-After"))
             if wait is not None:
-                return wait if wait <= self.options.max_retry_after else None
+                return wait if wait <= min(self.options.max_retry_after, self.options.timeout) else None  # longer: rate_limited now
         return self._backoff(attempt)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
+        ceiling = min(self.options.backoff_cap, self.options.timeout, self.options.backoff_base * 2 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def sleep_backoff(self, attempt: int) -> None:
@@ -803,17 +812,6 @@ class Endpoint:
 
     # -- errors ----------------------------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
-        """Registry-supplied text with every secret this endpoint holds or sent blanked out: a registry may echo them."""
-        credential = self.credential
-        secrets = [credential.password, credential.identity_token, credential.registry_token, *self._tokens.tokens()]
-        if credential.basic:
-            encoded = basic_header(*credential.basic).split(" ", 1)[1]
-            secrets += [encoded, encoded.rstrip("=")]
-        for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
-
     def _error(self, response, what: str) -> DockyardError:
         codes, messages = [], []
         try:
@@ -832,17 +830,13 @@ class Endpoint:
             inner = detail.get("errors") if isinstance(detail, dict) else None
             codes.extend(str(error.get("code", "")).upper() for error in inner or () if isinstance(error, dict))
         reason = reason_for(response.status_code, codes)
-        detail = self._scrub("; ".join(messages) or response.reason or "")
+        detail = scrub("; ".join(messages) or response.reason or "")
         hint = _HINTS.get(reason, "")
         message = f"{what}: {self.netloc} answered HTTP {response.status_code}" + (f" ({detail})" if detail else "") + (f"; {hint}" if hint else "")
         error = DockyardError(reason, message, http_status=response.status_code)
         if reason == "rate_limited":
             error.details["retry_after"] = response.headers.get("Retry-After")
         return error
-
-
-def basic_header(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 def _json_or_none(body: bytes):

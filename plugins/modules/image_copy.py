@@ -181,6 +181,7 @@ gc.disable()  # a module process collects no garbage while it loads: see run_and
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    DockyardModule,
     fail_on_errors,
     merged_spec,
     registry_argument_spec,
@@ -219,7 +220,7 @@ def run(module: AnsibleModule) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = DockyardModule(
         argument_spec=merged_spec(
             {
                 "name": {"type": "list", "elements": "str", "required": True},

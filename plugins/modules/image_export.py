@@ -136,7 +136,7 @@ gc.disable()  # a module process collects no garbage while it loads: see run_and
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._archive import export_archive
-from ansible_collections.dockyard.images.plugins.module_utils._args import merged_spec, run_and_exit, store_argument_spec, store_from_params
+from ansible_collections.dockyard.images.plugins.module_utils._args import DockyardModule, merged_spec, run_and_exit, store_argument_spec, store_from_params
 
 
 def run(module: AnsibleModule) -> dict:
@@ -148,7 +148,7 @@ def run(module: AnsibleModule) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = DockyardModule(
         argument_spec=merged_spec(
             {
                 "name": {"type": "list", "elements": "str", "required": True},

@@ -194,6 +194,7 @@ gc.disable()  # a module process collects no garbage while it loads: see run_and
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    DockyardModule,
     merged_spec,
     registry_argument_spec,
     registry_client,
@@ -217,7 +218,7 @@ def run(params: dict) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = DockyardModule(
         argument_spec=merged_spec(
             {
                 "name": {"type": "list", "elements": "str"},

@@ -154,6 +154,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._archive import load_archive, load_result
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    DockyardModule,
     fail_on_errors,
     merged_spec,
     run_and_exit,
@@ -174,7 +175,7 @@ def run(module: AnsibleModule) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module = DockyardModule(
         argument_spec=merged_spec(
             {
                 "path": {"type": "path", "required": True},

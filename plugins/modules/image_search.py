@@ -129,6 +129,7 @@ gc.disable()  # a module process collects no garbage while it loads: see run_and
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
+    DockyardModule,
     merged_spec,
     registry_argument_spec,
     registry_client,
@@ -145,7 +146,7 @@ def run(params: dict) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = DockyardModule(
         argument_spec=merged_spec(
             {
                 "term": {"type": "str", "required": True},

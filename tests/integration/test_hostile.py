@@ -23,9 +23,12 @@ from support.hostile import (
     CONFIG_LIST,
     CONFIG_LIST_INDEXED,
     CROWD,
+    ECHO_DIGEST,
+    ECHO_LOCATION,
     GOOD,
     GOOD_PUBLIC,
     GZIP_BOMB,
+    HEAD_NO_DIGEST,
     HUGE_MANIFEST,
     INDEX_NO_DIGEST,
     INDEX_PLATFORM_STRING,
@@ -380,3 +383,45 @@ def test_images_whose_first_requests_cross_the_basic_challenge_are_all_pulled(ho
     result = pull(hostile, store, names)
     assert not result["failed"], explain(result)
     assert sorted(assert_sound(result, hostile, mark, store)) == sorted(names)
+
+
+@pytest.mark.parametrize("credentials_from", ["registry_auth", "docker_config"])
+def test_a_registry_that_echoes_the_credentials_never_gets_them_into_the_result(hostile, tmp_path, credentials_from):
+    """In a redirect's URL and in a digest it labels a manifest with (a warning), whether the credentials were a
+    task's option (which Ansible masks itself) or read from a docker config (which it does not know)."""
+    store = str(tmp_path / "store")
+    args = {"name": [hostile.name(ECHO_LOCATION), hostile.name(ECHO_DIGEST)], "store": "oci", "store_path": store}
+    if credentials_from == "registry_auth":
+        args["registry_auth"] = registry_auth(hostile)
+    else:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({"auths": {hostile.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+        args["docker_config"] = str(config)
+    mark = hostile.mark()
+
+    result = run("image_pull", args)
+
+    assert_sound(result, hostile, mark, store)
+    assert result["failed"], "the redirect to gopher:// fails its image"
+    by_name = {image["reference"]: image for image in result["images"]}
+    assert by_name[hostile.name(ECHO_DIGEST)].get("failed") is not True, "a wrong label is a warning: the bytes were verified"
+    assert any("labelled manifest" in str(warning) for warning in result.get("warnings") or []), result.get("warnings")
+
+
+def test_a_head_that_labels_a_manifest_with_no_digest_fails_the_image_as_the_registrys_fault(hostile, tmp_path):
+    store = str(tmp_path / "store")
+    assert not pull(hostile, store, [hostile.name(HEAD_NO_DIGEST)])["failed"]
+    mark = hostile.mark()
+
+    again = pull(hostile, store, [hostile.name(HEAD_NO_DIGEST), hostile.name(GOOD)], policy="always")
+    facts = run("image_facts", {"name": [hostile.name(HEAD_NO_DIGEST)], "remote": True, "digests_only": True, "registry_auth": registry_auth(hostile)})
+
+    assert_sound(again, hostile, mark, store)
+    assert_fails_with(again, "unsupported_media_type")
+    assert {image["reference"]: image.get("failed", False) for image in again["images"]} == {
+        hostile.name(HEAD_NO_DIGEST): True,
+        hostile.name(GOOD): False,
+    }, "the other image of the task is pulled"
+    assert_sound(facts, hostile, mark)
+    assert_fails_with(facts, "unsupported_media_type")
+    assert "etc/passwd" not in json.dumps(facts.get("images")), "no label that is no digest reaches a result (a lockfile is written from it)"

@@ -66,6 +66,9 @@ MISMATCH = "held/mismatch"  # the layer's bytes do not hash to its digest
 HUGE_MANIFEST = "held/huge-manifest"  # a 50 MB manifest
 GZIP_BOMB = "held/gzip-bomb"  # a small gzip layer that inflates to GZIP_BOMB_INFLATED bytes
 REDIRECT_BLOB = "held/redirect"  # blob GETs answer 307 to the other listener
+ECHO_LOCATION = "echo/location"  # the manifest GET answers 307 to gopher://…, a URL that repeats the Authorization it got
+ECHO_DIGEST = "echo/digest"  # the manifest is labelled Docker-Content-Digest sha256:<the password>
+HEAD_NO_DIGEST = "echo/head"  # a HEAD of the manifest is labelled sha256:../../../etc/passwd; a GET is right
 # 9. Beyond issue 13: challenges that answer late, so that several first requests of one task cross theirs.
 CROWD = tuple(f"crowd/{n}" for n in range(6))
 CHALLENGE_DELAY = 0.5
@@ -196,6 +199,8 @@ class HostileRegistry:
         self._image(SLOW_HEADERS, image("slow-headers"))
         self._image(MISMATCH, image("mismatch"))
         self._image(REDIRECT_BLOB, image("redirect"))
+        for name in (ECHO_LOCATION, ECHO_DIGEST, HEAD_NO_DIGEST):
+            self._image(name, image(name.replace("/", "-")))
         for name in CROWD:
             self._image(name, image(name.replace("/", "-")))
 
@@ -423,8 +428,16 @@ class HostileRegistry:
         if repository.name == HUGE_MANIFEST:
             return self._huge_manifest(handler)
         body, media_type = repository.manifests.get(ref, (None, None))
+        if repository.name == HEAD_NO_DIGEST and body is not None and handler.command == "HEAD":
+            return _send(handler, 200, b"", dict(_manifest_headers(body, media_type), **{"Docker-Content-Digest": "sha256:../../../etc/passwd"}), head=True)
         if body is None or handler.command == "HEAD":
             return _send_manifest(handler, body, media_type)
+        if repository.name == ECHO_LOCATION:
+            echoed = (handler.headers.get("Authorization") or "").replace(" ", "/")
+            password = self.credentials[1] if self.credentials else ""
+            return _send(handler, 307, b"", {"Location": f"gopher://x/{password}/{echoed}"})
+        if repository.name == ECHO_DIGEST and self.credentials:
+            return _send(handler, 200, body, dict(_manifest_headers(body, media_type), **{"Docker-Content-Digest": f"sha256:{self.credentials[1]}"}))
         if repository.name == SLOW_MANIFEST:
             return self._dribble(handler, body, _manifest_headers(body, media_type))
         if repository.name == SLOW_HEADERS:

@@ -5,14 +5,19 @@ values at the edges of each range are accepted, and what is accepted reaches the
 
 from __future__ import annotations
 
+import base64
 import gc
+import json
 
 import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.dockyard.images.plugins.module_utils._args import (
     MAX_CONCURRENCY,
     MAX_RETRIES,
     MAX_TIMEOUT,
+    DockyardModule,
     fail_on_errors,
     merged_spec,
     registry_argument_spec,
@@ -22,6 +27,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     store_from_params,
     transfer_settings,
 )
+from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform
 from ansible_collections.dockyard.images.plugins.module_utils._transport import EndpointAddress
@@ -245,13 +251,39 @@ def test_an_unexpected_exception_is_an_internal_error_that_repeats_no_url_creden
     assert "Traceback" in ended.result["exception"]
 
 
-def test_credentials_written_into_an_endpoint_url_are_kept_out_of_every_result(end):
-    module = FakeModule(mirrors={"docker.io": ["https://deploy:hunter2@mirror.example.com"]})
+def module_output(capsys, args: dict, work=None) -> dict:
+    """What a DockyardModule with the registry options prints as it ends: run `work(module)` (which may fail), then exit."""
+    with patch_module_args(args), pytest.raises(SystemExit):
+        module = DockyardModule(argument_spec=merged_spec({"name": {"type": "str"}}, registry_argument_spec))
+        run_and_exit(module, lambda: work(module) if work else {"changed": False})
+    return json.loads(capsys.readouterr().out)
 
-    ended = end(module, lambda: {"changed": False})
 
-    assert (ended.how, ended.result) == ("exited", {"changed": False})
-    assert {"https://deploy:hunter2@mirror.example.com", "hunter2"} <= module.no_log_values
+def test_credentials_written_into_an_endpoint_url_are_kept_out_of_every_result(capsys):
+    ended = module_output(capsys, {"mirrors": {"docker.io": ["https://deploy:hunter2@mirror.example.com"]}})
+    assert "hunter2" not in json.dumps(ended) and not ended.get("failed")
+
+
+def test_an_option_ansible_refuses_fails_with_a_reason_and_no_credential_from_a_url(capsys):
+    ended = module_output(capsys, {"mirrors": {"docker.io": ["deploy:hunter2@mirror.example.com"]}, "timeout": "soon"})
+    assert ended["failed"] and ended["reason"] == "invalid_argument" and "timeout" in ended["msg"]
+    assert "hunter2" not in json.dumps(ended)
+
+
+def test_a_secret_the_process_held_is_blanked_wherever_it_is_echoed(capsys, monkeypatch):
+    warned = []
+    monkeypatch.setattr(basic, "warn", lambda warning, **_kwargs: warned.append(warning))  # where AnsibleModule.warn records it
+
+    def echo(module):
+        credential = Credential(username="deploy", password="from-docker-config")  # as read from a docker config: no option of the task
+        encoded = base64.b64encode(b"deploy:from-docker-config").decode()
+        module.warn(f"the registry labelled it sha256:{credential.password}")
+        raise DockyardError("not_found", f"the registry sent us to gopher://x/{encoded}")
+
+    ended = module_output(capsys, {"name": "x"}, echo)
+    assert ended["reason"] == "not_found" and "gopher://x/" in ended["msg"]
+    assert "from-docker-config" not in json.dumps(ended) and "ZGVwbG95OmZyb20tZG9ja2VyLWNvbmZpZw" not in json.dumps(ended)
+    assert warned == ["the registry labelled it sha256:********"]
 
 
 def test_the_outcome_of_work_is_what_the_module_exits_with(end):

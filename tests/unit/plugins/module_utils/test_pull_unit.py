@@ -282,6 +282,21 @@ def test_an_image_whose_blob_is_corrupt_fails_digest_mismatch_and_the_other_is_p
         assert len(json.load(handle)["manifests"]) == 1
 
 
+def test_once_a_blob_of_an_image_fails_its_blobs_not_yet_started_are_given_up(store, client, registry):
+    """A registry that fails an image's blobs (each at its deadline, in life) costs the pull one failure, not one per layer."""
+    many = Image([random_layer(2048 + index, f"many-{index}") for index in range(12)], labels={"name": "many"})
+    registry.push_image("team/many", "1", many)
+    for layer in many.layers:
+        registry.corrupt(layer.digest)
+
+    bad, app = pull(store, client, registry, ["team/many:1", "team/app:1"], concurrency=1)
+
+    assert bad.error is not None and bad.error.reason == "digest_mismatch"
+    assert sum(registry.blob_gets(layer.digest) for layer in many.layers) == 1, "the first layer failed; the other eleven were not fetched"
+    assert layers(bad) == expected(many, *[MISSING] * 12)
+    assert app.error is None and tagged(store, registry, "team/app:1") is not None, "the other image of the pull is pulled and tagged"
+
+
 def test_a_tag_the_registry_lacks_fails_not_found_alone(store, client, registry):
     missing, app = pull(store, client, registry, ["team/app:nope", "team/app:1"])
 

@@ -334,7 +334,28 @@ def test_a_retry_after_beyond_the_maximum_fails_at_once_and_says_how_long(regist
     assert len(registry.requests(MANIFEST_PATH)) == 1 and time.monotonic() - started < 2
 
 
+def test_a_retry_after_longer_than_the_timeout_fails_at_once(registry, make_client):
+    registry.on(MANIFEST_PATH, Answer(429, {"Retry-After": "20"}, errors("TOOMANYREQUESTS")))
+    client, reference = make_client(retries=4, timeout=5), reference_on(registry)
+    started = time.monotonic()
+
+    error = failure(client.for_reference(reference).get_manifest, reference, "1")
+
+    assert error.reason == "rate_limited" and error.details["retry_after"] == "20", "the task said how long it waits: 5 s"
+    assert len(registry.requests(MANIFEST_PATH)) == 1 and time.monotonic() - started < 2
+
+
 # -- every bad answer has its reason ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["sha256:../../../etc/passwd", "sha256:" + "0" * 63, "md5:" + "0" * 32, ""])
+def test_a_head_that_labels_the_manifest_with_no_digest_is_the_registrys_fault(registry, make_client, label):
+    registry.on(MANIFEST_PATH, Answer(200, {"Content-Type": DOCKER_MANIFEST, "Docker-Content-Digest": label}))
+    client, reference = make_client(), reference_on(registry)
+
+    error = failure(client.for_reference(reference).head_manifest, reference)
+
+    assert error.reason == "unsupported_media_type" and registry.netloc in error.message and "not a digest" in error.message
 
 
 def test_a_server_error_is_retried_then_unreachable(registry, make_client):

@@ -51,6 +51,12 @@ def test_tags_are_sorted_and_filtered():
     assert result.tags == ["2.0", "2.1"]
 
 
+def test_a_catalog_name_no_image_can_have_is_listed_without_tags_and_stops_nothing():
+    registry = Registry("registry.example.com", catalog=["team/api", "team/API-Upper"], tags={"team/api": ["1.0"]})
+    found = {result.name: result.tags for result in search(registry, SearchRequest("api", list_tags=True))}
+    assert found == {"team/api": ["1.0"], "team/API-Upper": None}
+
+
 @pytest.mark.parametrize(
     ("request_", "message"),
     [

@@ -62,6 +62,21 @@ def test_credentials_go_only_to_their_own_origin_and_never_in_clear_text_off_the
         ("http://127.0.0.1:5000/token", "http://127.0.0.1:5000", (), True),
         ("http://[::1", "https://registry.example.com", (), False),
         ("", "https://registry.example.com", (), False),
+        # loopback and the cloud's metadata address, however they are written
+        *(
+            (realm, registry, (), False)
+            for registry in ("https://203.0.113.10", "https://10.0.0.5")
+            for realm in (
+                "https://localhost:8443/token",
+                "https://127.1:8443/token",
+                "https://2130706433:8443/token",
+                "https://0x7f000001:8443/token",
+                "https://0:8443/token",
+                "https://[::ffff:127.0.0.1]:8443/token",
+                "https://[::ffff:169.254.169.254]/token",
+                "https://169.254.43518/token",
+            )
+        ),
     ],
 )
 def test_token_realms_are_checked_before_credentials_go_there(realm, registry, insecure, allowed):
