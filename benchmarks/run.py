@@ -1,11 +1,12 @@
 """Side-by-side timings against peers measured in the same run, on the same local registry and images.
 
-    hack/bench.sh [--runs N] [--only NAME ...]   # sets up, then runs this file with .venv/bin/python
+    hack/bench.sh [--runs N] [--only NAME ...] [--results PATH]   # sets up, then runs this file with .venv/bin/python
 
 Starts its own registry (and a Docker Engine and a containerd when a comparison needs them), builds a
 corpus of images that share base layers, runs each comparison several times alternating the sides, and
 prints medians (with the fastest and slowest run) and ratios; the table also goes to
-benchmarks/RESULTS.md with a description of the machine. Nothing here is asserted: a regression shows
+benchmarks/RESULTS.md with a description of the machine when every comparison ran (with --only, to
+--results PATH if given, else only printed). Nothing here is asserted: a regression shows
 as a ratio.
 """
 
@@ -24,9 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+
+from deliver import deliver  # noqa: E402  (benchmarks/deliver.py, beside this file)
 
 from support.ansible import ansible_env, ensure_collection_path  # noqa: E402
 from support.engines import ContainerdService, DockerEngine  # noqa: E402
@@ -37,7 +41,7 @@ from support.registry import RegistryServer  # noqa: E402
 sys.path.insert(0, ensure_collection_path())
 
 MB = 1_000_000
-STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "cold_containerd", "noop_containerd", "memory", "fleet", "report")
+STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "cold_containerd", "noop_containerd", "memory", "fleet", "report", "deliver")
 CRI_NAMESPACE = "k8s.io"
 HISTORY = "## Changes and what they bought\n"  # kept across runs: written by hand below the table
 _ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
@@ -436,7 +440,8 @@ def machine() -> str:
     )
 
 
-def write_results(bench: Bench, started: str) -> None:
+def write_results(bench: Bench, started: str, results: Optional[Path]) -> None:
+    """The table, printed; written to `results` (keeping the hand-written history below it) unless None."""
     lines = [
         "# Benchmark results",
         "",
@@ -452,22 +457,25 @@ def write_results(bench: Bench, started: str) -> None:
             lines.append(f"| {title} | {ours} | | | {target} | {note} |")
         else:
             lines.append(f"| {title} | {ours} {spread(ours_s)} | {peer} {spread(peer_s)} | {ratio(ours_s, peer_s)} | {target} | {note} |")
-    results = REPO / "benchmarks" / "RESULTS.md"
+    print("\n".join(lines))
+    if results is None:
+        return
     history = results.read_text().partition(HISTORY)[2] if results.exists() else ""
     results.write_text("\n".join(lines) + "\n\n" + HISTORY + (history or "\n"))
-    print("\n".join(lines))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, choices=STEPS, help="run only these comparisons")
+    parser.add_argument("--results", type=Path, help="write the table there (default: benchmarks/RESULTS.md when every comparison runs, else only print it)")
     options = parser.parse_args()
     wanted = set(options.only or STEPS)
+    results = options.results or (REPO / "benchmarks" / "RESULTS.md" if wanted == set(STEPS) else None)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
-    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine"} else None
+    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine", "deliver"} else None
     containerd = ContainerdService(str(work / "containerd")).start() if wanted & {"cold_containerd", "noop_containerd"} else None
     try:
         bench = Bench(options.runs, work)
@@ -482,11 +490,12 @@ def main() -> int:
             "memory": lambda: memory(bench, registry),
             "fleet": lambda: fleet(bench, registry, corpus),
             "report": lambda: report(bench),
+            "deliver": lambda: deliver(bench, registry, corpus, engine),
         }
         for name, step in steps.items():
             if name in wanted:
                 step()
-        write_results(bench, started)
+        write_results(bench, started, results)
     finally:
         if containerd:
             containerd.stop()
