@@ -49,6 +49,12 @@ def scrub(text: str, also=()) -> str:
     return text
 
 
+def shown(value, limit: int = 100) -> str:
+    """`value` as a message quotes what a registry sent (its repr, cut to `limit` characters), with every secret
+    blanked before the cut: a secret cut in two would no longer be recognised, and half of it would show."""
+    return (repr(scrub(value)) if isinstance(value, str) else scrub(repr(value)))[:limit]
+
+
 def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 

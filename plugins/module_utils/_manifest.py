@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._auth import shown
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, is_digest
@@ -54,12 +55,12 @@ class Descriptor:
     def from_json(cls, data, what: str = "a manifest") -> Descriptor:
         """A descriptor, checked: a digest this collection accepts, a size that is a count of bytes."""
         if not isinstance(data, dict):
-            raise _refuse(what, f"a descriptor is not a JSON object: {data!r:.200}")
+            raise _refuse(what, f"a descriptor is not a JSON object: {shown(data, 200)}")
         digest, size, media_type = data.get("digest"), data.get("size"), data.get("mediaType", "")
         if not is_digest(digest):
-            raise _refuse(what, f"the registry served a descriptor whose digest {digest!r:.100} is not a sha256 or sha512 digest")
+            raise _refuse(what, f"the registry served a descriptor whose digest {shown(digest)} is not a sha256 or sha512 digest")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise _refuse(what, f"the registry served a descriptor of {digest} whose size {size!r:.100} is not a count of bytes")
+            raise _refuse(what, f"the registry served a descriptor of {digest} whose size {shown(size)} is not a count of bytes")
         urls, annotations = data.get("urls") or (), data.get("annotations") or {}
         if not isinstance(media_type, str) or not isinstance(urls, (list, tuple)) or not isinstance(annotations, dict):
             raise _refuse(what, f"the registry served a malformed descriptor of {digest}")
@@ -104,7 +105,7 @@ def manifest_media_type(body: bytes, header_type: str, what: str) -> str:
     data = json_object(body, what)
     body_type = data.get("mediaType") or ""
     if not isinstance(body_type, str):
-        raise _refuse(what, f"the manifest's mediaType {body_type!r:.100} is not a string")
+        raise _refuse(what, f"the manifest's mediaType {shown(body_type)} is not a string")
     if header_type in SCHEMA1_TYPES or body_type in SCHEMA1_TYPES or data.get("schemaVersion") == 1:
         raise _refuse(what, "Docker schema1 manifests are not supported; push the image again with a current client")
     if body_type and header_type and header_type in INDEX_TYPES + MANIFEST_TYPES and body_type != header_type:

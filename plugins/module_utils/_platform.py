@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ansible_collections.dockyard.images.plugins.module_utils._auth import shown
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
@@ -60,7 +61,7 @@ class Platform:
         if data is None:
             return None
         if not isinstance(data, dict):
-            raise DockyardError("unsupported_media_type", f"the platform {data!r:.100} is not a JSON object")
+            raise DockyardError("unsupported_media_type", f"the platform {shown(data)} is not a JSON object")
         fields = [data.get(key) or "" for key in ("os", "architecture", "variant", "os.version")]
         features = data.get("os.features") or ()
         if not all(isinstance(value, str) for value in fields) or not isinstance(features, (list, tuple)) or not all(isinstance(f, str) for f in features):

@@ -20,7 +20,7 @@ This module_utils file is private to the dockyard.images collection and may chan
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional, Protocol
 
@@ -274,42 +274,78 @@ class FetchingPuller:
 
 
 class _Downloads:
-    """The blob downloads of a pull: each blob queued once, whichever images want it. A blob whose every
-    wanting image has failed is given up before it starts, so that a registry failing an image (each of
-    its blobs at its deadline, say) costs the pull one deadline, not one per blob of the image."""
+    """The blob downloads of a pull: each blob queued once, whichever images want it, and fetched through
+    the repository of the first. When that fails, an image of another repository that wants the blob has
+    it fetched through its own, so that a registry cannot fail another's images by naming a blob they
+    share; only the images of the repositories that failed it fail. A blob whose every wanting image has
+    failed is given up before it starts, so that a registry failing an image (each of its blobs at its
+    deadline, say) costs the pull one deadline, not one per blob of the image."""
 
     def __init__(self, pool: ThreadPoolExecutor, download: Callable[[Reference, Descriptor], None]):
         self._pool, self._download = pool, download
-        self._futures = {}  # digest: Future
-        self._wanted_by = {}  # digest: {id(plan)}
-        self._failed = set()  # id(plan) of the images a download failed
-        self._lock = threading.RLock()  # a callback on a future already done runs at once, in the caller
+        self._futures = {}  # digest: the Future of its current download
+        self._wanted_by = {}  # digest: {id(plan): plan}
+        self._tried = {}  # digest: {repository (domain/path) it failed through: the error}
+        self._failures = {}  # id(plan): the error of the download that failed the image
+        self._lock = threading.Lock()
 
     def want(self, plan: Plan, descriptor: Descriptor) -> None:
         with self._lock:
-            if id(plan) in self._failed:  # a blob of it failed while its others were being queued
+            if id(plan) in self._failures:  # a blob of it failed while its others were being queued
                 return
-            self._wanted_by.setdefault(descriptor.digest, set()).add(id(plan))
-            future = self._futures.get(descriptor.digest)
+            digest, repository = descriptor.digest, plan.request.reference.name
+            self._wanted_by.setdefault(digest, {})[id(plan)] = plan
+            future = self._futures.get(digest)
             if future is None or future.cancelled():
-                future = self._futures[descriptor.digest] = self._pool.submit(self._download, plan.request.reference, descriptor)
-                future.add_done_callback(lambda done, digest=descriptor.digest: self._settled(digest, done))
+                self._submit(plan.request.reference, descriptor)
+            elif repository in self._tried.get(digest, {}):  # failed through this very repository already
+                self._failures[id(plan)] = self._tried[digest][repository]
+                self._give_up()
+            elif future.done() and future.exception() is not None:  # failed through others only: try this one
+                self._submit(plan.request.reference, descriptor)
 
-    def _settled(self, digest: str, future: Future) -> None:
-        if future.cancelled() or future.exception() is None:
-            return
+    def _submit(self, reference: Reference, descriptor: Descriptor) -> None:
+        self._futures[descriptor.digest] = self._pool.submit(self._fetch, reference, descriptor)
+
+    def _fetch(self, reference: Reference, descriptor: Descriptor) -> None:
+        """The download, its failure recorded (and another repository's try queued) before its Future is done."""
+        try:
+            self._download(reference, descriptor)
+        except BaseException as exc:
+            self._failed(reference, descriptor, exc)
+            raise
+
+    def _failed(self, reference: Reference, descriptor: Descriptor, exc: BaseException) -> None:
         with self._lock:
-            self._failed |= self._wanted_by[digest]
-            for other, queued in self._futures.items():
-                if self._wanted_by[other] <= self._failed:
-                    queued.cancel()  # only if it has not started: one that has ends at its own deadline
+            digest = descriptor.digest
+            tried = self._tried.setdefault(digest, {})
+            tried[reference.name] = exc
+            waiting = [plan for key, plan in self._wanted_by[digest].items() if key not in self._failures]
+            for plan in waiting:
+                if plan.request.reference.name in tried:
+                    self._failures[id(plan)] = exc
+            others = [plan for plan in waiting if plan.request.reference.name not in tried]
+            if others:
+                self._submit(others[0].request.reference, descriptor)
+            self._give_up()
+
+    def _give_up(self) -> None:
+        for digest, queued in self._futures.items():
+            if self._wanted_by[digest].keys() <= self._failures.keys():
+                queued.cancel()  # only if it has not started: one that has ends at its own deadline
 
     def wait(self, plan: Plan) -> None:
-        """Wait for the image's blobs; raise the first failure among them (a blob given up was wanted
-        only by images whose own download failed, so such an image has that failure to raise)."""
-        with self._lock:
-            futures = [self._futures[d.digest] for d in plan.wanted_blobs if d.digest in self._futures]
-        wait(futures)
+        """Wait for the image's blobs (a download that failed may be tried again through another
+        repository: wait for that one too); raise the failure of the image, if it has one."""
+        while True:
+            with self._lock:
+                futures = [self._futures[d.digest] for d in plan.wanted_blobs if d.digest in self._futures]
+            wait(futures)
+            with self._lock:
+                if id(plan) in self._failures:
+                    raise self._failures[id(plan)]
+                if futures == [self._futures[d.digest] for d in plan.wanted_blobs if d.digest in self._futures]:
+                    break
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
                 raise future.exception()

@@ -15,7 +15,7 @@ import threading
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import urljoin
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host, shown
 from ansible_collections.dockyard.images.plugins.module_utils._blob import BlobSink, MemorySink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
@@ -123,7 +123,7 @@ class Registry:
             response.close()
             digest = response.headers.get("Docker-Content-Digest")
             if digest is not None and not is_digest(digest):
-                raise DockyardError("unsupported_media_type", f"{what}: {endpoint.netloc} labelled it {digest!r:.100}, which is not a digest")
+                raise DockyardError("unsupported_media_type", f"{what}: {endpoint.netloc} labelled it {shown(digest)}, which is not a digest")
             return digest
 
         return self._each_endpoint(head, what)
@@ -140,7 +140,7 @@ class Registry:
         if ref.startswith("sha256:") and digest != ref:
             raise DockyardError("digest_mismatch", f"manifest {ref} of {reference.familiar} hashes to {digest}; the registry served other bytes")
         if header_digest and header_digest != digest:
-            self.warnings.append(f"{self.domain} labelled manifest {ref} of {reference.familiar} {header_digest:.100}, but its bytes hash to {digest}")
+            self.warnings.append(f"{self.domain} labelled manifest {ref} of {reference.familiar} {shown(header_digest)}, but its bytes hash to {digest}")
         return Manifest(body, manifest_media_type(body, header_type, reference.familiar), digest)
 
     def find_manifest(self, reference: Reference, digest: Optional[str], local_manifest: Callable) -> Manifest:
@@ -406,7 +406,9 @@ class RegistryClient:
     def registry(self, domain: str) -> Registry:
         domain = registry_host(domain)
         if not is_registry_host(domain):
-            raise DockyardError("invalid_argument", f"{redact_userinfo(domain)!r:.200} is not a registry: give host[:port], as in registry.example.com:5000")
+            raise DockyardError(
+                "invalid_argument", f"{shown(redact_userinfo(domain), 200)} is not a registry: give host[:port], as in registry.example.com:5000"
+            )
         with self._lock:
             if domain not in self._registries:
                 self._registries[domain] = Registry(domain, self.transport, self.credentials)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, basic_header, keep_secret, redact_userinfo, scrub
+from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, basic_header, keep_secret, redact_userinfo, scrub, shown
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
@@ -191,10 +191,10 @@ def check_realm(realm: str, registry: Origin, insecure_registries: tuple) -> Ori
     except ValueError:
         valid = False
     if not valid:
-        raise DockyardError("unauthorized", f"the registry named an invalid token realm {realm!r:.200}")
+        raise DockyardError("unauthorized", f"the registry named an invalid token realm {shown(realm, 200)}")
     origin = Origin.of(realm)
     if origin == NOWHERE:
-        raise DockyardError("unauthorized", f"the registry named a token realm whose host is ambiguous: {realm!r:.200}")
+        raise DockyardError("unauthorized", f"the registry named a token realm whose host is ambiguous: {shown(realm, 200)}")
     if origin == registry:
         return origin
     if parts.scheme == "http" and not plain_http_allowed(parts.netloc, insecure_registries):
@@ -228,15 +228,42 @@ def _privacy(host: str) -> int:
     return max((_private_rank(_ip(info[4][0].split("%", 1)[0])) for info in found), default=0)
 
 
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: inside a provider's network, as private ones are
+_EMBEDDING = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b::/96"))  # IPv4-compatible, NAT64
+
+
 def _private_rank(address) -> int:
     if address is None:
         return 0
-    address = getattr(address, "ipv4_mapped", None) or address
+    if address.version == 6:
+        address = _embedded_ipv4(address) or address
     if address.is_loopback or address.is_unspecified:
         return 3
     if address.is_link_local:
         return 2
-    if address.is_private:
+    if address.is_private or (address.version == 4 and address in _SHARED):
+        return 1
+    return 0
+
+
+def _embedded_ipv4(address):
+    """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4, IPv4-compatible or NAT64), else None."""
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if int(address) > 1 and any(address in network for network in _EMBEDDING):  # :: and ::1 are themselves
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+    if address.version == 6:  # an IPv4 address written inside an IPv6 one is that IPv4 address
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and any(address in network for network in _EMBEDDING) and int(address) >> 32 & 0xFFFFFFFF == 0:
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if inner is not None and not (inner.is_unspecified and address.is_unspecified is False and address != ipaddress.IPv6Address("::")):
+            address = inner
+    if address.is_loopback or address.is_unspecified:
+        return 3
+    if address.is_link_local:
+        return 2
+    if address.is_private or address in _SHARED if address.version == 4 else address.is_private:
         return 1
     return 0
 
@@ -554,7 +581,7 @@ class Transport:
         """
         for _hop in range(MAX_REDIRECTS + 1):
             if Origin.of(url).scheme not in ("http", "https"):
-                raise DockyardError("unreachable", f"{what}: the registry sent us to {redact_userinfo(url)!r:.200}, which is not a usable http(s) URL")
+                raise DockyardError("unreachable", f"{what}: the registry sent us to {shown(redact_userinfo(url), 200)}, which is not a usable http(s) URL")
             hop_headers = dict(headers or {})
             if authorization and may_carry_credentials(url, owner, self.options.insecure_registries):
                 hop_headers["Authorization"] = authorization
@@ -849,7 +876,7 @@ def _json_or_none(body: bytes):
 def short(exc: Exception) -> str:
     """What went wrong, in words: the cause a wrapped connection error carries, not the pool that reported it."""
     cause = exc.args[0] if exc.args else None
-    text = str(getattr(cause, "reason", None) or exc)
+    text = scrub(str(getattr(cause, "reason", None) or exc))  # blanked before the cut, which would halve a secret
     return text if len(text) < 300 else text[:300] + "…"
 
 

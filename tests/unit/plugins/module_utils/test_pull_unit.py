@@ -297,6 +297,28 @@ def test_once_a_blob_of_an_image_fails_its_blobs_not_yet_started_are_given_up(st
     assert app.error is None and tagged(store, registry, "team/app:1") is not None, "the other image of the pull is pulled and tagged"
 
 
+def test_a_blob_one_registry_fails_is_fetched_through_the_other_registry_whose_image_shares_it(store, client, registry):
+    """A registry cannot fail another registry's image by serving a blob they share wrong (or not at all)."""
+    other = InProcessRegistry().start()
+    try:
+        other.push_image("team/worker", "1", WORKER)
+        shared = WORKER.layers[0]
+        assert shared.digest == APP.layers[0].digest
+        registry.corrupt(shared.digest)
+        requests = [
+            PullRequest(parse_reference(name), parse_platform("linux/amd64")) for name in (f"{registry.netloc}/team/app:1", f"{other.netloc}/team/worker:1")
+        ]
+
+        app, worker = store.puller(client(), 1, False).pull(requests)
+
+        assert app.error is not None and app.error.reason == "digest_mismatch"
+        assert worker.error is None, worker.error
+        assert other.blob_gets(shared.digest) == 1, "fetched again through the worker's own registry"
+        assert tagged(store, other, "team/worker:1") is not None and store.has_blob(shared.digest)
+    finally:
+        other.stop()
+
+
 def test_a_tag_the_registry_lacks_fails_not_found_alone(store, client, registry):
     missing, app = pull(store, client, registry, ["team/app:nope", "team/app:1"])
 

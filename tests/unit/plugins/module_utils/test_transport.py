@@ -58,6 +58,8 @@ def test_credentials_go_only_to_their_own_origin_and_never_in_clear_text_off_the
         ("https://10.0.0.5/token", "https://registry.example.com", (), False),
         ("http://127.0.0.1:9000/token", "http://127.0.0.1:5000", (), True),
         ("https://10.0.0.5/token", "https://10.0.0.4:5000", (), True),
+        ("https://100.64.0.1/token", "https://registry.example.com", (), False),  # a provider's shared address space
+        ("https://[2606:4700::1111]/token", "https://registry.example.com", (), True),
         ("ftp://auth.example.com/", "https://registry.example.com", (), False),
         ("http://127.0.0.1:5000/token", "http://127.0.0.1:5000", (), True),
         ("http://[::1", "https://registry.example.com", (), False),
@@ -65,7 +67,7 @@ def test_credentials_go_only_to_their_own_origin_and_never_in_clear_text_off_the
         # loopback and the cloud's metadata address, however they are written
         *(
             (realm, registry, (), False)
-            for registry in ("https://203.0.113.10", "https://10.0.0.5")
+            for registry in ("https://registry.example.com", "https://10.0.0.5")
             for realm in (
                 "https://localhost:8443/token",
                 "https://127.1:8443/token",
@@ -75,6 +77,10 @@ def test_credentials_go_only_to_their_own_origin_and_never_in_clear_text_off_the
                 "https://[::ffff:127.0.0.1]:8443/token",
                 "https://[::ffff:169.254.169.254]/token",
                 "https://169.254.43518/token",
+                "https://[::127.0.0.1]:8443/token",
+                "https://[64:ff9b::7f00:1]:8443/token",
+                "https://[2002:7f00:1::]:8443/token",
+                "https://[::1]:8443/token",
             )
         ),
     ],
