@@ -659,8 +659,12 @@ class Endpoint:
         https = f"https://{self.netloc}"
         if not self.plain_http:
             return https
-        if self._http_first and self._speaks_http():
-            return f"http://{self.netloc}"
+        if self._http_first:
+            spoken = self._plain_http_answer()
+            if spoken == "http":
+                return f"http://{self.netloc}"
+            if spoken == "tls":  # a TLS port that answered plain HTTP: no second probe, no round trips spent on it
+                return https
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
@@ -669,14 +673,15 @@ class Endpoint:
         except (requests.exceptions.RequestException, DockyardError):
             return f"http://{self.netloc}"
 
-    def _speaks_http(self) -> bool:
-        """Whether plain HTTP gets an answer (HEAD: no GET is spent); a TLS port answers 400 (or nothing)."""
+    def _plain_http_answer(self) -> Optional[str]:
+        """How the port answers plain HTTP (HEAD: no GET is spent): "http", or "tls" for the 400 a TLS port gives
+        a plain request, or None when it gives no answer."""
         try:
             response = self.transport.send("HEAD", f"http://{self.netloc}/v2/", what=f"probing {self.netloc}", follow_redirects=False)
             response.close()
-            return response.status_code != 400
+            return "tls" if response.status_code == 400 else "http"
         except (requests.exceptions.RequestException, DockyardError):
-            return False
+            return None
 
     def url(self, path_or_url: str) -> str:
         return path_or_url if "://" in path_or_url else self.base_url() + path_or_url

@@ -21,10 +21,13 @@ def assert_no_secret(result):
 
 def test_tls_with_basic_auth_pulls_with_task_credentials(tls_registry, corpus, ca_file, store):
     auth = [{"registry": tls_registry.host, "username": USER, "password": PASSWORD}]
+    mark = tls_registry.mark()
     result = pull(store, f"{tls_registry.host}/team/app:1", registry_auth=auth, ca_path=ca_file)
     assert result["changed"] is True, result
     assert result["images"][0]["digest"] == corpus.app.digest
     assert_no_secret(result)
+    # a loopback registry is asked over plain HTTP first; the 400 a TLS port answers settles it: no TLS probe follows
+    assert ("GET", "/v2/") not in [(method, path) for method, path, _status in tls_registry.requests_since(mark)]
 
 
 def test_credentials_come_from_a_docker_config_too(tls_registry, corpus, ca_file, store, tmp_path):
