@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from deliver import deliver  # noqa: E402  (benchmarks/deliver.py, beside this file)
+from netem import ShapingProxy, TLSFiles, test_certificates  # noqa: E402  (benchmarks/netem.py)
 
 from support.ansible import ansible_env, ensure_collection_path  # noqa: E402
 from support.engines import ContainerdService, DockerEngine  # noqa: E402
@@ -41,7 +42,8 @@ from support.registry import RegistryServer  # noqa: E402
 sys.path.insert(0, ensure_collection_path())
 
 MB = 1_000_000
-STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "cold_containerd", "noop_containerd", "memory", "fleet", "report", "deliver")
+STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "cold_containerd", "noop_containerd", "memory", "fleet", "report", "deliver", "net50", "net100")
+NETWORKS = {"net50": (0.050, 12.5 * MB), "net100": (0.100, 125 * MB)}  # round-trip time (s); bytes a second, per connection and in total
 CRI_NAMESPACE = "k8s.io"
 HISTORY = "## Changes and what they bought\n"  # kept across runs: written by hand below the table
 _ACCESS_BYTES = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
@@ -360,6 +362,131 @@ def noop_containerd(bench: Bench, registry: RegistryServer, corpus: Corpus, cont
         bench.record(f"GET requests by a no-op re-run on containerd: {label}", str(registry_gets(registry, mark)), target)
 
 
+class ShapedPulls:
+    """The corpus pulled through a ShapingProxy (benchmarks/netem.py): every side names the images by the
+    proxy's host, trusts the test CA, and opens its own connections through the same proxy."""
+
+    def __init__(self, bench: Bench, registry: RegistryServer, corpus: Corpus, proxy: ShapingProxy, tls: TLSFiles, containerd: ContainerdService, step: str):
+        self.registry, self.proxy, self.tls = registry, proxy, tls
+        self.names = [f"{proxy.host}/{name}" for name in corpus.images]
+        self.store, self.skopeo_store = bench.work / f"{step}-ours", bench.work / f"{step}-skopeo"
+        oci = {"name": self.names, "ca_path": tls.ca_file, "store": "oci", "store_path": str(self.store)}
+        in_containerd = {"name": self.names, "ca_path": tls.ca_file, "store": "containerd"}
+        in_containerd.update(containerd_address=containerd.socket_path, containerd_namespace=CRI_NAMESPACE)
+        self.commands = {}
+        for kind, args in (("oci", oci), ("oci-always", dict(oci, policy="always")), ("containerd", in_containerd)):
+            folder = bench.work / f"{step}-{kind}"  # module_command names the arguments' file after the module
+            folder.mkdir(parents=True, exist_ok=True)
+            self.commands[kind] = module_command("image_pull", args, folder)
+        self.containerd = ContainerdPulls(bench, corpus, containerd)  # for its empty() and its ctr
+        # ctr speaks plain HTTP to a loopback host unless a hosts.toml names its server https (it then trusts its ca)
+        self.hosts_dir = bench.work / f"{step}-hosts"
+        (self.hosts_dir / proxy.host).mkdir(parents=True, exist_ok=True)
+        server = f"https://{proxy.host}"  # ctr 1.6 wants a [host] table beside the server
+        toml = f'server = "{server}"\nca = "{tls.ca_file}"\n[host."{server}"]\n  capabilities = ["pull", "resolve"]\n  ca = "{tls.ca_file}"\n'
+        (self.hosts_dir / proxy.host / "hosts.toml").write_text(toml)
+        self.counts = {}  # label: what the last timed run of that side sent through the proxy
+
+    def ours(self, kind: str, changed: bool) -> None:
+        command, env = self.commands[kind]
+        assert json.loads(run(command, env=env).stdout)["changed"] is changed
+
+    def skopeo(self) -> None:
+        for name in self.names:
+            run(["skopeo", "copy", "-q", "--src-cert-dir", self.tls.cert_dir, f"docker://{name}", f"oci:{self.skopeo_store}:{name}"])
+
+    def ctr_pulls(self) -> None:
+        for name in self.names:
+            run([*self.containerd.ctr, "images", "pull", "--hosts-dir", str(self.hosts_dir), "--tlscacert", self.tls.ca_file, name])
+
+    def counted(self, label: str, action):
+        """`action`, noting the connections it opened and the requests the registry saw from it."""
+
+        def counted_action() -> None:
+            connections, plain, mark = self.proxy.connections, self.proxy.plain_http, self.registry.mark()
+            action()
+            methods = [method for method, _path, _status in self.registry.requests_since(mark)]
+            requests = ", ".join(f"{methods.count(method)} {method}" for method in sorted(set(methods)))
+            plain_note = f" ({self.proxy.plain_http - plain} answered 400: plain HTTP)" if self.proxy.plain_http > plain else ""
+            self.counts[label] = f"{requests} on {self.proxy.connections - connections} connections{plain_note}"
+
+        return counted_action
+
+    def record_counts(self, bench: Bench, what: str) -> None:
+        bench.record(f"requests and connections of one {what}", "; ".join(f"{label}: {count}" for label, count in self.counts.items()), "")
+        self.counts = {}
+
+
+def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, containerd: ContainerdService, step: str) -> None:
+    """Pulls over a network of the given round-trip time and bandwidth: each side through the same
+    ShapingProxy (TLS on the client side, RTT and bandwidth limits), in the same run."""
+    rtt, rate = NETWORKS[step]
+    profile = f"RTT {rtt * 1000:.0f} ms, {rate * 8 / MB:.0f} Mbit/s"
+    tls = test_certificates(bench.work / f"{step}-tls")
+    proxy = ShapingProxy(("127.0.0.1", registry.port), rtt, rate, rate, tls.certfile, tls.keyfile).start()
+    try:
+        pulls = ShapedPulls(bench, registry, corpus, proxy, tls, containerd, step)
+        size = f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique, over TLS"
+        reset = ColdPulls.reset
+        bench.compare(
+            f"cold pull into the OCI store, {profile}",
+            "",
+            [
+                ("image_pull", reset(pulls.store), pulls.counted("image_pull", lambda: pulls.ours("oci", True))),
+                ("skopeo copy", reset(pulls.skopeo_store), pulls.counted("skopeo copy", pulls.skopeo)),
+            ],
+            size,
+        )
+        oci = bench.rows[-1]
+        pulls.record_counts(bench, f"cold pull into the OCI store, {profile}")
+        bench.compare(
+            f"cold pull into containerd (k8s.io), {profile}",
+            "",
+            [
+                ("image_pull (containerd)", pulls.containerd.empty, pulls.counted("image_pull", lambda: pulls.ours("containerd", True))),
+                ("ctr images pull, image by image", pulls.containerd.empty, pulls.counted("ctr", pulls.ctr_pulls)),
+            ],
+            size + ", unpacked",
+        )
+        in_containerd = bench.rows[-1]
+        pulls.record_counts(bench, f"cold pull into containerd, {profile}")
+
+        def nothing():
+            """Both OCI stores hold the corpus from the cold pulls: a no-op run needs no preparing."""
+
+        bench.compare(
+            f"no-op re-run, OCI store, {profile}",
+            "",
+            [
+                ("image_pull, policy always", nothing, pulls.counted("image_pull", lambda: pulls.ours("oci-always", False))),
+                ("skopeo copy again", nothing, pulls.counted("skopeo copy", pulls.skopeo)),
+            ],
+        )
+        pulls.record_counts(bench, f"no-op re-run, {profile}")
+    finally:
+        proxy.stop()
+    network_floor(bench, corpus, rtt, rate, profile, [oci, in_containerd])
+
+
+def network_floor(bench: Bench, corpus: Corpus, rtt: float, rate: float, profile: str, rows: list) -> None:
+    """What the network alone makes a cold pull cost: the unique bytes at the bandwidth, and the round
+    trips no pull can overlap: connection set-up, then the manifest, the config, and the first layer's request."""
+    chain = {"TCP": 1, "TLS 1.3": 1, "token": 0, "manifest": 1, "config": 1, "first layer": 1}  # the registry is anonymous: no token
+    transfer = corpus.unique_bytes / rate
+    floor = transfer + sum(chain.values()) * rtt
+    ratios = "; ".join(
+        f"{ours} {statistics.median(ours_s) / floor:.2f}x, {peer} {statistics.median(peer_s) / floor:.2f}x"
+        for title, ours, ours_s, peer, peer_s, _target, _note in rows
+        if ours_s is not None and title
+    )
+    parts = " + ".join(f"{name} {count}" for name, count in chain.items())
+    note = (
+        f"{corpus.unique_bytes / MB:.1f} MB / {rate / MB:g} MB/s = {transfer:.2f} s, + ({parts}) = {sum(chain.values())} round trips x "
+        f"{rtt * 1000:.0f} ms = {sum(chain.values()) * rtt:.2f} s; the cold pulls over it: {ratios}"
+    )
+    bench.record(f"floor from the network alone, {profile}", f"{floor:.2f} s", "", note)
+
+
 def memory(bench: Bench, registry: RegistryServer) -> None:
     image = Image([random_layer(1024 * 1024 * 1024, "bench-1gib")])
     Pusher(registry.url).image("bench/huge", "1", image)
@@ -476,7 +603,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
     engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine", "deliver"} else None
-    containerd = ContainerdService(str(work / "containerd")).start() if wanted & {"cold_containerd", "noop_containerd"} else None
+    containerd = ContainerdService(str(work / "containerd")).start() if wanted & {"cold_containerd", "noop_containerd", *NETWORKS} else None
     try:
         bench = Bench(options.runs, work)
         corpus = Corpus(registry)
@@ -491,6 +618,8 @@ def main() -> int:
             "fleet": lambda: fleet(bench, registry, corpus),
             "report": lambda: report(bench),
             "deliver": lambda: deliver(bench, registry, corpus, engine),
+            "net50": lambda: shaped_network(bench, registry, corpus, containerd, "net50"),
+            "net100": lambda: shaped_network(bench, registry, corpus, containerd, "net100"),
         }
         for name, step in steps.items():
             if name in wanted:
