@@ -44,12 +44,13 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
 # What managed hosts run the modules with: Debian's python3 and python3-requests (urllib3 1.26),
-# plus only the test runner, for the module_utils tests.
+# plus the test runner, for the module_utils tests, and ansible-core, whose module_utils every
+# module run brings to the host (it installs no requests or urllib3 of its own).
 if ! .venv-hosts/bin/python -c 'import requests' 2>/dev/null; then
   rm -rf .venv-hosts
   /usr/bin/python3 -m venv --system-site-packages .venv-hosts
 fi
-grep -E '^(pytest|hypothesis|trustme)==' requirements-dev.txt | xargs .venv-hosts/bin/python -m pip install --quiet --disable-pip-version-check
+grep -E '^(pytest|hypothesis|trustme|ansible-core)==' requirements-dev.txt | xargs .venv-hosts/bin/python -m pip install --quiet --disable-pip-version-check
 
 # ansible-test bootstraps pip from this file instead of downloading it.
 mkdir -p ~/.ansible/test/cache

@@ -82,6 +82,8 @@ class Receiver(Protocol):
 
     def retags(self, plan: Plan) -> bool: ...  # whether the store's name would point elsewhere
 
+    def arrived(self, plan: Plan) -> None: ...  # the image's blobs are all in: the store may take it while others download
+
     def commit(self, plans: list[Plan]) -> None: ...  # tag the images; set each plan's changed or error
 
     def refresh(self) -> None: ...  # after a failure: look again at which blobs the store holds
@@ -257,9 +259,10 @@ class FetchingPuller:
             return self._inflight.setdefault(digest, threading.Lock())
 
     def _finish(self, plans: list[Plan], downloads: _Downloads) -> None:
-        """Wait for every image's blobs, then have the receiver tag the images whose blobs all came."""
+        """Wait for each image's blobs in turn, handing it to the receiver as soon as they are in (while the
+        others still download), then have the receiver tag the images whose blobs all came."""
         for plan in plans:
-            plan.result.error = safely(self._await_blobs)(plan, downloads)
+            plan.result.error = safely(self._await_blobs)(plan, downloads) or safely(self.receiver.arrived)(plan)
         self.receiver.commit([plan for plan in plans if plan.result.error is None])
 
     def _await_blobs(self, plan: Plan, downloads: _Downloads) -> None:

@@ -532,6 +532,9 @@ class _Receiver:
     def retags(self, plan: Plan) -> bool:
         return (plan.held.handle if plan.held is not None else None) != _index_entry(plan)
 
+    def arrived(self, plan: Plan) -> None:
+        """Nothing yet: every image is tagged at commit, in one write of index.json."""
+
     def commit(self, plans: list) -> None:
         """Store every image's manifests (the registry's, and the OCI form the tag points at), then tag them all at once."""
         for plan in plans:
