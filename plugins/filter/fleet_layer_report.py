@@ -12,6 +12,10 @@ description:
   - Takes a mapping of host name to the C(dockyard_images) facts that M(dockyard.images.image_facts) sets, and returns
     which layers are shared by which images and hosts, logical against physical bytes and the bytes saved by sharing,
     per host and fleet-wide, and which images some hosts hold and others lack.
+  - Hosts that hold exactly the same images (the same references with the same image ids) form a group. A group of at
+    least 5% of the hosts and at least two hosts is common, and the largest common group is the baseline; the hosts of
+    the other groups are outliers. Each group but the baseline says what it lacks and holds extra against a common group,
+    so that a fleet of a thousand hosts reads as a few groups and the hosts that stray from them.
 positional: _input
 options:
   _input:
@@ -41,6 +45,7 @@ _value:
       description:
         - Totals. C(logical_bytes) sums every host's image sizes, C(physical_bytes) every host's disk (each layer once
           per host), C(saved_bytes) their difference, C(unique_bytes) each layer once in the whole fleet.
+        - C(groups) counts the groups of hosts that hold the same images, C(outliers) the hosts outside the common groups.
       type: dict
     hosts:
       description: Per host, C(images), C(layers), C(logical_bytes), C(physical_bytes), C(saved_bytes), C(shared_layers).
@@ -51,6 +56,19 @@ _value:
       elements: dict
     layers:
       description: Per layer, C(digest), C(size), the C(images) that use it and the C(hosts) that hold it, largest first.
+      type: list
+      elements: dict
+    groups:
+      description:
+        - The hosts grouped by the images they hold, every host in exactly one group. Outlier groups come first (more hosts
+          first, then by host name), then the common groups, largest first, the baseline before the others. When no group
+          is common there is no baseline and no outlier, and nothing is compared.
+        - Per group, its C(hosts) (sorted), the references of the C(images) they hold, whether it is the C(baseline) and
+          whether it is an C(outlier) group; C(compared_with), the index in this list of the group it is compared with
+          (none for the baseline; the baseline for another common group; for an outlier group, the common group it
+          differs least from, ties going to the larger); what it C(lacks) and holds C(extra) against that group, and the
+          references it holds with C(other_ids); and the sums over its hosts of C(logical_bytes), C(physical_bytes) and
+          C(saved_bytes).
       type: list
       elements: dict
 """

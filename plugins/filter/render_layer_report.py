@@ -11,7 +11,13 @@ version_added: 0.1.0
 description:
   - Renders what P(dockyard.images.fleet_layer_report#filter) returns as a Markdown summary, or as one HTML page with inline
     CSS and SVG pictures (logical against physical bytes per host, an images by layers sharing matrix, a hosts by
-    images presence grid) that fetches nothing from elsewhere.
+    images presence grid) that fetches nothing from elsewhere and runs no script.
+  - The page opens on a summary that fits a window - the fleet's totals, the baseline group and the outliers first, with
+    what each lacks and holds extra - followed by the table of the groups of hosts that hold the same images, each
+    group's host names folded in an HTML C(details) element.
+  - Up to 20 hosts, the pictures show every host. Above 20 hosts, they show groups instead - a bar per group with its
+    hosts' logical and physical bytes, a groups by images presence grid that marks what outliers lack or hold extra - and
+    the table of every host is folded away. The Markdown summary lists the groups too.
 positional: _input, format
 options:
   _input:

@@ -11,6 +11,7 @@ This module_utils file is private to the dockyard.images collection and may chan
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ansible_collections.dockyard.images.plugins.module_utils._stores import image_label
@@ -97,11 +98,12 @@ def fleet_layer_report(facts_by_host: dict) -> dict:
     """
     layer_size, layer_images, layer_hosts = {}, {}, {}
     image_info, image_hosts = {}, {}
-    hosts = {}
+    hosts, held = {}, {}
     all_hosts = sorted(facts_by_host)
     for host in all_hosts:
         facts = facts_by_host[host] or {}
         host_layers, host_users, configs, logical = {}, {}, {}, 0
+        held[host] = {}
         for image in facts.get("images") or []:
             name = image.get("reference") or image.get("id")
             size = image.get("size") or 0
@@ -110,6 +112,7 @@ def fleet_layer_report(facts_by_host: dict) -> dict:
             configs[image.get("id")] = size - sum(layer.get("size") or 0 for layer in image_layers)
             image_info.setdefault(name, {"reference": name, "id": image.get("id"), "size": size})
             image_hosts.setdefault(name, set()).add(host)
+            held[host][name] = image.get("id")
             for layer in image_layers:
                 key = layer.get("chain_id") or layer["digest"]
                 host_layers[key] = layer_size[key] = layer.get("size") or 0
@@ -135,6 +138,7 @@ def fleet_layer_report(facts_by_host: dict) -> dict:
     ]
     logical = sum(h["logical_bytes"] for h in hosts.values())
     physical = sum(h["physical_bytes"] for h in hosts.values())
+    groups = host_groups(held, hosts)
     return {
         "fleet": {
             "hosts": len(hosts),
@@ -145,8 +149,67 @@ def fleet_layer_report(facts_by_host: dict) -> dict:
             "saved_bytes": logical - physical,
             "unique_bytes": sum(layer_size.values()),
             "shared_layers": sum(1 for users in layer_images.values() if len(users) > 1),
+            "groups": len(groups),
+            "outliers": sum(len(group["hosts"]) for group in groups if group["outlier"]),
         },
         "hosts": hosts,
         "images": images,
         "layers": layers,
+        "groups": groups,
     }
+
+
+COMMON_SHARE = 0.05  # a group of at least this share of the hosts (and at least two) is common; the other hosts are outliers
+
+
+def host_groups(held: dict, hosts: dict) -> list:
+    """Hosts that hold exactly the same images (the same references with the same ids) as groups.
+
+    `held` maps each host to {reference: image id}, `hosts` to its figures. A group of at least
+    COMMON_SHARE of the hosts and at least two hosts is common; the largest common group (ties go to
+    the one with more images, then to the first host name) is the baseline. The hosts of the other
+    groups are outliers. The baseline is compared with nothing, another common group with the
+    baseline, an outlier group with the common group it differs least from (ties go to the larger):
+    the references it lacks, those it holds extra, and those it holds with other ids. Outlier groups
+    come first (more hosts first, then by host name), then the common groups, largest first. When no
+    group is common there is no baseline and no outlier, and nothing is compared.
+    """
+    by_key = {}
+    for host in sorted(held):
+        by_key.setdefault(frozenset(held[host].items()), []).append(host)
+    ranked = sorted(by_key.items(), key=lambda item: (-len(item[1]), -len(item[0]), item[1][0]))
+    threshold = max(2, math.ceil(len(held) * COMMON_SHARE))
+    common = [key for key, members in ranked if len(members) >= threshold]
+    rank = {key: number for number, (key, _members) in enumerate(ranked)}
+
+    def compared_with(key):
+        if not common or key == common[0]:
+            return None
+        if key in common:
+            return common[0]
+        return min(common, key=lambda other: (len(key ^ other), rank[other]))
+
+    outliers = [item for item in ranked if common and item[0] not in common]
+    ordered = outliers + [item for item in ranked if not common or item[0] in common]
+    index = {key: number for number, (key, _members) in enumerate(ordered)}
+    groups = []
+    for key, members in ordered:
+        images = dict(key)
+        other = compared_with(key)
+        versus = dict(other or ())
+        groups.append(
+            {
+                "hosts": members,
+                "images": sorted(images),
+                "baseline": bool(common) and key == common[0],
+                "outlier": bool(common) and key not in common,
+                "compared_with": None if other is None else index[other],
+                "lacks": sorted(name for name in versus if name not in images) if other is not None else [],
+                "extra": sorted(name for name in images if name not in versus) if other is not None else [],
+                "other_ids": sorted(name for name in images if name in versus and versus[name] != images[name]),
+                "logical_bytes": sum(hosts[host]["logical_bytes"] for host in members),
+                "physical_bytes": sum(hosts[host]["physical_bytes"] for host in members),
+                "saved_bytes": sum(hosts[host]["saved_bytes"] for host in members),
+            }
+        )
+    return groups
