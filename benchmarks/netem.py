@@ -337,7 +337,7 @@ def self_check(rtt: float = 0.05) -> bool:
         return time.perf_counter() - start
 
     def median_get(client: requests.Session, url: str) -> float:
-        return statistics.median(timed_get(client, url) for _ in range(5))
+        return statistics.median(timed_get(client, url) for _attempt in range(5))
 
     try:
         plain = session()
@@ -347,13 +347,13 @@ def self_check(rtt: float = 0.05) -> bool:
         proxy = ShapingProxy(upstream, rtt, 12.5 * MB, 25 * MB, tls.certfile, tls.keyfile).start()
         try:
             url = f"https://{proxy.host}"
-            firsts = [timed_get(session(), f"{url}/small") for _ in range(3)]
+            firsts = [timed_get(session(), f"{url}/small") for _attempt in range(3)]
             check("a request on a new connection (TCP, TLS 1.3, the request: 3 rtt)", statistics.median(firsts), 3 * rtt + small_direct)
             kept = session()
             timed_get(kept, f"{url}/small")
             check("a request on a kept-alive connection (direct + 1 rtt)", median_get(kept, f"{url}/small"), small_direct + rtt)
             check("10 MB on a kept-alive connection, 12.5 MB/s a connection (0.8 s + rtt)", timed_get(kept, f"{url}/blob/{10 * MB}"), 0.8 + rtt)
-            clients = [session() for _ in range(4)]
+            clients = [session() for _attempt in range(4)]
             for client in clients:
                 timed_get(client, f"{url}/small")
             start = time.perf_counter()

@@ -253,19 +253,6 @@ def _embedded_ipv4(address):
     if int(address) > 1 and any(address in network for network in _EMBEDDING):  # :: and ::1 are themselves
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
-    if address.version == 6:  # an IPv4 address written inside an IPv6 one is that IPv4 address
-        inner = address.ipv4_mapped or address.sixtofour
-        if inner is None and any(address in network for network in _EMBEDDING) and int(address) >> 32 & 0xFFFFFFFF == 0:
-            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if inner is not None and not (inner.is_unspecified and address.is_unspecified is False and address != ipaddress.IPv6Address("::")):
-            address = inner
-    if address.is_loopback or address.is_unspecified:
-        return 3
-    if address.is_link_local:
-        return 2
-    if address.is_private or address in _SHARED if address.version == 4 else address.is_private:
-        return 1
-    return 0
 
 
 # -- challenges and tokens ----------------------------------------------------------------------
