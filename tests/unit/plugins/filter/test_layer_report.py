@@ -81,9 +81,9 @@ def test_the_page_of_1000_hosts_shows_groups_outliers_first_and_stays_small():
     assert [row["class"].split()[1] for row in rows] == ["outlier"] * 6 + ["baseline", "common", "common"]
     assert [int(row["data-hosts"]) for row in rows] == [4, 2, 1, 1, 1, 1, 500, 300, 190]
     # per-group pictures, not per-host ones; every host still in the table (folded away)
-    assert not [bar for bar in tags.having("rect", "bar") if "data-host" in bar]
+    assert not [rect for rect in tags.having("rect", "bar") if "data-host" in rect]
     bars = tags.having("rect", "logical")
-    assert [int(bar["data-total"]) for bar in bars] == [group["logical_bytes"] for group in report["groups"]]
+    assert [int(rect["data-total"]) for rect in bars] == [group["logical_bytes"] for group in report["groups"]]
     held = tags.having("rect", "held")
     assert sum(int(cell["data-hosts"]) for cell in held) == sum(len(image["hosts"]) for image in report["images"])
     assert {cell["data-image"] for cell in tags.having("rect", "lacks") if cell["data-group"] == "0"} == {ref("metrics:1")}
@@ -98,8 +98,8 @@ def test_the_page_of_10_hosts_still_shows_every_host_and_also_its_groups():
     print(f"\n10 hosts: layers.html is {len(page.encode()):,} bytes, rendered in {(time.perf_counter() - started) * 1000:.1f} ms")
     tags = Tags(page)
     for host, figures in report["hosts"].items():
-        [bar] = [bar for bar in tags.having("rect", "logical") if bar.get("data-host") == host]
-        assert int(bar["data-bytes"]) == figures["logical_bytes"]
+        [logical] = [rect for rect in tags.having("rect", "logical") if rect.get("data-host") == host]
+        assert int(logical["data-bytes"]) == figures["logical_bytes"]
     assert len(tags.having("rect", "held")) == sum(len(image["hosts"]) for image in report["images"])
     assert [len(group["hosts"]) for group in report["groups"]] == [1, 1, 5, 3]
     assert [group["hosts"][0] for group in report["groups"] if group["outlier"]] == ["batch-01", "web-06"]
