@@ -44,6 +44,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     parse_endpoint_address,
     raw_chunks,
     registry_endpoint,
+    release,
     repository_path,
 )
 
@@ -120,7 +121,7 @@ class Registry:
 
         def head(endpoint: Endpoint):
             response = self._manifest_request(endpoint, "HEAD", reference, reference.manifest_reference, what)
-            response.close()
+            release(response)
             digest = response.headers.get("Docker-Content-Digest")
             if digest is not None and not is_digest(digest):
                 raise DockyardError("unsupported_media_type", f"{what}: {endpoint.netloc} labelled it {shown(digest)}, which is not a digest")
@@ -303,7 +304,7 @@ class Destination:
         response = self._manifest("HEAD", path, ref, f"looking up {path}:{ref} on {self.name}")
         if response is None:
             return None
-        response.close()
+        release(response)
         return response.headers.get("Docker-Content-Digest") or (ref if ref.startswith("sha256:") else None)
 
     def read_manifest(self, path: str, digest: str) -> Optional[Manifest]:
@@ -320,7 +321,7 @@ class Destination:
     def has_blob(self, path: str, digest: str) -> bool:
         what = f"looking up blob {digest} in {path} on {self.name}"
         response = self.endpoint.request("HEAD", repository_path(path, "blobs", digest), scope=self._scope(path), what=what, ok=(200, 404))
-        response.close()
+        release(response)
         return response.status_code == 200
 
     def mount_blob(self, path: str, digest: str, source_path: str) -> Optional[str]:

@@ -19,6 +19,7 @@ This module_utils file is private to the dockyard.images collection and may chan
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import ipaddress
@@ -665,7 +666,7 @@ class Endpoint:
         a plain request, or None when it gives no answer."""
         try:
             response = self.transport.send("HEAD", f"http://{self.netloc}/v2/", what=f"probing {self.netloc}", follow_redirects=False)
-            response.close()
+            release(response)
             return "tls" if response.status_code == 400 else "http"
         except (requests.exceptions.RequestException, DockyardError):
             return None
@@ -863,6 +864,17 @@ def _json_or_none(body: bytes):
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
+
+
+def release(response) -> None:
+    """Done with an answer whose body is not read (a HEAD's, which has none): its connection goes back to the
+    pool for the next request; close() alone would drop it, and the next request would pay for a new
+    connection and TLS handshake (two round trips)."""
+    drain = getattr(response.raw, "drain_conn", None)
+    if drain is not None:
+        with contextlib.suppress(Exception):  # a connection that cannot be drained is closed below
+            drain()
+    response.close()
 
 
 def short(exc: Exception) -> str:

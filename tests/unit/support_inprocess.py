@@ -99,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def handle_one(self):
+        self.service.peers.add(self.client_address)  # one a connection: its address and port
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         status, headers, payload = self.service.respond(self.command, self.path, self.headers, body)
@@ -131,6 +132,7 @@ class InProcessServer:
     def __init__(self, address):
         server_class = _UnixServer if isinstance(address, str) else _TCPServer
         self.server = server_class(address, type("Handler", (_Handler,), {"service": self}))
+        self.peers = set()  # the connections requests came on
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self: _Started) -> _Started:

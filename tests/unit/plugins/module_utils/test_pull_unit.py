@@ -137,6 +137,19 @@ def test_policy_always_with_an_unmoved_tag_sends_one_head_and_nothing_else(store
     assert layers(result) == expected(APP, ALREADY_EXISTS, ALREADY_EXISTS)
 
 
+def test_a_head_leaves_its_connection_to_the_next_request(client, registry):
+    """Over a network, a new connection costs two round trips (TCP, TLS): a HEAD must not drop its own."""
+    reference = parse_reference(f"{registry.netloc}/team/app:1")
+    remote = client().for_reference(reference)
+    registry.peers.clear()
+
+    for _attempt in range(3):
+        assert remote.head_manifest(reference) == APP.digest
+        assert remote.get_manifest(reference, "1").digest == APP.digest
+
+    assert len(registry.peers) == 1, registry.peers
+
+
 def test_policy_always_with_a_moved_tag_fetches_only_the_new_blobs_and_moves_the_tag(store, client, registry):
     pull(store, client, registry, ["team/app:1"])
     registry.push_image("team/app", "1", APP_2)
