@@ -35,7 +35,7 @@ from netem import ShapingProxy, TLSFiles, test_certificates  # noqa: E402  (benc
 
 from support.ansible import ansible_env, ensure_collection_path  # noqa: E402
 from support.engines import ContainerdService, DockerEngine  # noqa: E402
-from support.images import Image, Pusher, random_layer  # noqa: E402
+from support.images import OCI_MANIFEST, Image, Index, Pusher, random_layer  # noqa: E402
 from support.process import module_command, run_module_process  # noqa: E402
 from support.registry import RegistryServer  # noqa: E402
 
@@ -43,6 +43,7 @@ sys.path.insert(0, ensure_collection_path())
 
 MB = 1_000_000
 STEPS = ("cold_oci", "cold_oci_large", "noop", "cold_engine", "cold_containerd", "noop_containerd", "memory", "fleet", "report", "deliver", "net50", "net100")
+STEPS += ("net50_docker", "net100_docker", "net50_registry", "net100_registry")  # through the same proxy as net50, net100
 NETWORKS = {"net50": (0.050, 12.5 * MB), "net100": (0.100, 125 * MB)}  # round-trip time (s); bytes a second, per connection and in total
 CRI_NAMESPACE = "k8s.io"
 HISTORY = "## Changes and what they bought\n"  # kept across runs: written by hand below the table
@@ -119,11 +120,12 @@ class Bench:
         self.runs, self.work = runs, work
         self.rows = []  # (comparison, ours label, ours seconds of each run, peer label, peer seconds of each run, target, note)
 
-    def compare(self, title: str, target: str, sides: list, note: str = "") -> None:
+    def compare(self, title: str, target: str, sides: list, note: str = "", pairs: Optional[list] = None) -> None:
         """Run each side `runs` times, alternating, each after its own `prepare`; record every run's time.
 
         Dirty pages are written back before each run, so that no side pays for the previous one's
         writes (a side that fsyncs would otherwise wait behind a side that did not).
+        A row for each (ours, peer) label pair of `pairs`; by default the first side against each other one.
         """
         times = {side[0]: [] for side in sides}
         for _round in range(self.runs):
@@ -131,8 +133,7 @@ class Bench:
                 prepare()
                 os.sync()
                 times[label].append(timed(action))
-        ours = sides[0][0]
-        for label in list(times)[1:]:
+        for ours, label in pairs or [(sides[0][0], other) for other in list(times)[1:]]:
             self.rows.append((title, ours, times[ours], label, times[label], target, note))
             print(f"{title}: {ours} {spread(times[ours])} vs {label} {spread(times[label])} = {ratio(times[ours], times[label])}x", flush=True)
 
@@ -362,12 +363,99 @@ def noop_containerd(bench: Bench, registry: RegistryServer, corpus: Corpus, cont
         bench.record(f"GET requests by a no-op re-run on containerd: {label}", str(registry_gets(registry, mark)), target)
 
 
-class ShapedPulls:
+class ProxyCounts:
+    """What each side sends through a ShapingProxy in its last timed run: the requests the registry behind it
+    saw, the connections the proxy accepted, and the proxy's events (kept for `waits`)."""
+
+    registry: RegistryServer
+    proxy: ShapingProxy
+
+    def __init__(self, registry: RegistryServer, proxy: ShapingProxy):
+        self.registry, self.proxy = registry, proxy
+        self.counts = {}  # label: what the last timed run of that side sent through the proxy
+        self.timelines = {}  # label: (when it started, the proxy's events meanwhile)
+
+    def counted(self, label: str, action, also: Optional[RegistryServer] = None):
+        """`action`, noting the connections it opened and the requests the registry saw from it
+        (and, if given, the requests `also`, a registry not behind the proxy, saw)."""
+
+        def counted_action() -> None:
+            connections, plain, mark = self.proxy.connections, self.proxy.plain_http, self.registry.mark()
+            also_mark, first_event, started = also.mark() if also else 0, len(self.proxy.events), time.monotonic()
+            action()
+            methods = [method for method, _path, _status in self.registry.requests_since(mark)]
+            requests = ", ".join(f"{methods.count(method)} {method}" for method in sorted(set(methods)))
+            plain_note = f" ({self.proxy.plain_http - plain} answered 400: plain HTTP)" if self.proxy.plain_http > plain else ""
+            self.counts[label] = f"{requests} on {self.proxy.connections - connections} connections{plain_note}"
+            if also:
+                methods = [method for method, _path, _status in also.requests_since(also_mark)]
+                self.counts[label] += ", then " + ", ".join(f"{methods.count(method)} {method}" for method in sorted(set(methods))) + " at the destination"
+            self.timelines[label] = (started, list(self.proxy.events[first_event:]))
+
+        return counted_action
+
+    def record_counts(self, bench: Bench, what: str) -> None:
+        bench.record(f"requests and connections of one {what}", "; ".join(f"{label}: {count}" for label, count in self.counts.items()), "")
+        self.counts = {}
+
+    def record_waits(self, bench: Bench, label: str, what: str) -> None:
+        """Where `label`'s last timed run waited on round trips, as the proxy's event log shows it."""
+        started, events = self.timelines[label]
+        value, note = round_trip_waits(events, started, self.proxy.rtt)
+        bench.record(f"where {label} waits on round trips, {what}", value, "", note)
+
+
+def _event_kind(what: str) -> str:
+    """A proxy event named by its kind: connect, TLS up, or the request's method and what it asks for."""
+    if what in ("accepted", "TLS up", "plain HTTP"):
+        return {"accepted": "connect"}.get(what, what)
+    method, _space, rest = what.partition(" ")
+    path = rest.split(" ", 1)[0].split("?", 1)[0]
+    for part, name in (("/manifests/", "manifest"), ("/blobs/uploads", "upload"), ("/blobs/", "blob"), ("/tags/list", "tags")):
+        if part in path:
+            return f"{method} {name}"
+    return f"{method} {path}" if path in ("/v2/", "/v2") else f"{method} other"
+
+
+def round_trip_waits(events: list, started: float, rtt: float) -> tuple:
+    """The proxy's events of one run grouped into waves: a wave starts when nothing happened for rtt/2,
+    so each wave after the first followed a wait of at least half a round trip (a reply, or bytes at
+    the bandwidth). Returns (how many waves over how long, the waves: +ms from the run's start: kinds)."""
+    if not events:
+        return "no traffic", ""
+    events = sorted(events)  # a request is logged when read, which may be before an event logged after it
+    waves = []  # [offset from the start, {kind: count}, in order]
+    last = None
+    for when, _number, what in events:
+        if last is None or when - last >= rtt / 2:
+            waves.append([when - started, {}])
+        kinds = waves[-1][1]
+        kind = _event_kind(what)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        last = when
+    first, span = events[0][0] - started, events[-1][0] - events[0][0]
+    blob = next((when for when, _n, what in events if _event_kind(what).endswith(" blob")), None)
+
+    def shown(wave):
+        return f"+{wave[0] * 1000:.0f} " + ", ".join(f"{kind}{' x' + str(count) if count > 1 else ''}" for kind, count in wave[1].items())
+
+    listed = [shown(wave) for wave in waves]
+    if len(listed) > 16:
+        listed = [*listed[:12], f"({len(listed) - 14} more)", *listed[-2:]]
+    before_blob = f"; the first blob GET {(blob - events[0][0]) / rtt:.1f} RTT after the first connect" if blob is not None else ""
+    connecting = sum(1 for wave in waves if "connect" in wave[1])
+    value = f"{len(waves)} waves over {span:.2f} s = {span / rtt:.0f} RTT; {connecting} of them open a connection"
+    note = f"start-up before the first connect {first * 1000:.0f} ms{before_blob}; waves (ms from the start): " + "; ".join(listed)
+    return value, note
+
+
+class ShapedPulls(ProxyCounts):
     """The corpus pulled through a ShapingProxy (benchmarks/netem.py): every side names the images by the
     proxy's host, trusts the test CA, and opens its own connections through the same proxy."""
 
     def __init__(self, bench: Bench, registry: RegistryServer, corpus: Corpus, proxy: ShapingProxy, tls: TLSFiles, containerd: ContainerdService, step: str):
-        self.registry, self.proxy, self.tls = registry, proxy, tls
+        super().__init__(registry, proxy)
+        self.tls = tls
         self.names = [f"{proxy.host}/{name}" for name in corpus.images]
         self.store, self.skopeo_store = bench.work / f"{step}-ours", bench.work / f"{step}-skopeo"
         oci = {"name": self.names, "ca_path": tls.ca_file, "store": "oci", "store_path": str(self.store)}
@@ -385,7 +473,6 @@ class ShapedPulls:
         server = f"https://{proxy.host}"  # ctr 1.6 wants a [host] table beside the server
         toml = f'server = "{server}"\nca = "{tls.ca_file}"\n[host."{server}"]\n  capabilities = ["pull", "resolve"]\n  ca = "{tls.ca_file}"\n'
         (self.hosts_dir / proxy.host / "hosts.toml").write_text(toml)
-        self.counts = {}  # label: what the last timed run of that side sent through the proxy
 
     def ours(self, kind: str, changed: bool) -> None:
         command, env = self.commands[kind]
@@ -398,23 +485,6 @@ class ShapedPulls:
     def ctr_pulls(self) -> None:
         for name in self.names:
             run([*self.containerd.ctr, "images", "pull", "--hosts-dir", str(self.hosts_dir), "--tlscacert", self.tls.ca_file, name])
-
-    def counted(self, label: str, action):
-        """`action`, noting the connections it opened and the requests the registry saw from it."""
-
-        def counted_action() -> None:
-            connections, plain, mark = self.proxy.connections, self.proxy.plain_http, self.registry.mark()
-            action()
-            methods = [method for method, _path, _status in self.registry.requests_since(mark)]
-            requests = ", ".join(f"{methods.count(method)} {method}" for method in sorted(set(methods)))
-            plain_note = f" ({self.proxy.plain_http - plain} answered 400: plain HTTP)" if self.proxy.plain_http > plain else ""
-            self.counts[label] = f"{requests} on {self.proxy.connections - connections} connections{plain_note}"
-
-        return counted_action
-
-    def record_counts(self, bench: Bench, what: str) -> None:
-        bench.record(f"requests and connections of one {what}", "; ".join(f"{label}: {count}" for label, count in self.counts.items()), "")
-        self.counts = {}
 
 
 def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, containerd: ContainerdService, step: str) -> None:
@@ -485,6 +555,197 @@ def network_floor(bench: Bench, corpus: Corpus, rtt: float, rate: float, profile
         f"{rtt * 1000:.0f} ms = {sum(chain.values()) * rtt:.2f} s; the cold pulls over it: {ratios}"
     )
     bench.record(f"floor from the network alone, {profile}", f"{floor:.2f} s", "", note)
+
+
+def shaping_proxy(bench: Bench, registry: RegistryServer, step: str) -> tuple:
+    """A ShapingProxy in front of `registry` with the profile the step's name begins with (net50, net100):
+    (proxy, its TLS files, rtt, rate, the profile as text)."""
+    rtt, rate = NETWORKS[step.split("_", 1)[0]]
+    tls = test_certificates(bench.work / f"{step}-tls")
+    proxy = ShapingProxy(("127.0.0.1", registry.port), rtt, rate, rate, tls.certfile, tls.keyfile).start()
+    return proxy, tls, rtt, rate, f"RTT {rtt * 1000:.0f} ms, {rate * 8 / MB:.0f} Mbit/s"
+
+
+class ShapedEngine(ProxyCounts):
+    """The corpus pulled into the benchmark's Docker Engine through a ShapingProxy: image_pull (store docker;
+    the engine pulls) as a module process and in a playbook, `docker pull` image by image, and
+    community.docker's docker_image_pull looped over the images in a playbook. The engine trusts the proxy
+    without a CA: dockerd counts 127.0.0.0/8 as an insecure registry, which it tries over TLS first
+    (certificate unchecked), then plain HTTP only if TLS fails; the counts show whether any plain HTTP was tried."""
+
+    def __init__(self, bench: Bench, registry: RegistryServer, corpus: Corpus, proxy: ShapingProxy, tls: TLSFiles, engine: DockerEngine, step: str):
+        super().__init__(registry, proxy)
+        self.engine = engine
+        self.names = [f"{proxy.host}/{name}" for name in corpus.images]
+        args = {"name": self.names, "store": "docker", "docker_host": engine.docker_host, "ca_path": tls.ca_file}
+        self.commands, self.playbooks = {}, {}
+        for policy in ("missing", "always"):
+            folder = bench.work / f"{step}-{policy}"  # module_command names the arguments' file after the module
+            folder.mkdir(parents=True, exist_ok=True)
+            self.commands[policy] = module_command("image_pull", dict(args, policy=policy), folder)
+            self.playbooks[policy] = playbook(folder, f"ours-{policy}", [{"dockyard.images.image_pull": dict(args, policy=policy)}])
+        community = {"name": "{{ item }}", "pull": "always", "docker_host": engine.docker_host}
+        self.playbooks["peer"] = playbook(bench.work, f"{step}-community", [{"community.docker.docker_image_pull": community, "loop": self.names}])
+        config = bench.work / f"{step}-docker-config"  # the CLI's own: no credential helper, no context of the machine
+        config.mkdir(parents=True, exist_ok=True)
+        self.docker_env = dict(os.environ, DOCKER_HOST=engine.docker_host, DOCKER_CONFIG=str(config))
+
+    def ours(self, policy: str, changed: bool) -> None:
+        command, env = self.commands[policy]
+        assert json.loads(run(command, env=env).stdout)["changed"] is changed
+
+    def docker_pulls(self) -> None:
+        for name in self.names:
+            run(["docker", "pull", "-q", name], env=self.docker_env)
+
+    def sides(self, policy: str, changed: bool, prepare) -> list:
+        return [
+            ("image_pull (docker)", prepare, self.counted("image_pull", lambda: self.ours(policy, changed))),
+            ("docker pull, image by image", prepare, self.counted("docker pull", self.docker_pulls)),
+            ("image_pull (docker) in ansible-playbook", prepare, self.counted("image_pull in a playbook", lambda: ansible_playbook(self.playbooks[policy]))),
+            ("docker_image_pull loop in ansible-playbook", prepare, self.counted("docker_image_pull loop", lambda: ansible_playbook(self.playbooks["peer"]))),
+        ]
+
+
+ENGINE_PAIRS = [
+    ("image_pull (docker)", "docker pull, image by image"),
+    ("image_pull (docker) in ansible-playbook", "docker_image_pull loop in ansible-playbook"),
+]
+
+
+def shaped_engine(bench: Bench, registry: RegistryServer, corpus: Corpus, engine: DockerEngine, step: str) -> None:
+    """Pulls into Docker Engine through a ShapingProxy, each side through the same proxy in the same run:
+    a cold pull from an empty engine, then a policy-always re-run with every image present."""
+    proxy, tls, rtt, rate, profile = shaping_proxy(bench, registry, step)
+    try:
+        pulls = ShapedEngine(bench, registry, corpus, proxy, tls, engine, step)
+        size = f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique, over TLS; the engine pulls on every side"
+        bench.compare(f"cold pull into Docker Engine, {profile}", "", pulls.sides("missing", True, engine.remove_all_images), size, ENGINE_PAIRS)
+        cold = bench.rows[-2:]
+        pulls.record_counts(bench, f"cold pull into Docker Engine, {profile}")
+        pulls.record_waits(bench, "image_pull", f"cold pull into Docker Engine, {profile}")
+
+        def nothing():
+            """The engine holds the corpus from the cold pulls: a no-op run needs no preparing."""
+
+        engine.remove_all_images()
+        pulls.ours("missing", True)
+        bench.compare(f"no-op re-run on Docker Engine, {profile}", "", pulls.sides("always", False, nothing), "policy always, nothing moved", ENGINE_PAIRS)
+        pulls.record_counts(bench, f"no-op re-run on Docker Engine, {profile}")
+        pulls.record_waits(bench, "image_pull", f"no-op re-run on Docker Engine, {profile}")
+    finally:
+        proxy.stop()
+    network_floor(bench, corpus, rtt, rate, profile + ", Docker Engine", cold)
+
+
+MULTI_REPO, MULTI_TAG = "bench/multi", "1"
+MULTI_PLATFORMS = (("amd64", ""), ("arm64", "v8"), ("arm", "v7"))
+FACTS_TAGS = ("1", "2", "3", "4")
+
+
+def multi_platform_index(registry: RegistryServer) -> Index:
+    """An OCI index of three platforms, each of a 16 MB and a 6 MB layer of its own, pushed as bench/multi:1."""
+    images = [
+        Image(
+            [random_layer(16 * MB, f"bench-multi-base-{arch}{variant}"), random_layer(6 * MB, f"bench-multi-app-{arch}{variant}")],
+            architecture=arch,
+            variant=variant,
+            media_type=OCI_MANIFEST,
+        )
+        for arch, variant in MULTI_PLATFORMS
+    ]
+    index = Index(images)
+    Pusher(registry.url).index(MULTI_REPO, MULTI_TAG, index)
+    return index
+
+
+class ShapedRegistry(ProxyCounts):
+    """Registry-to-registry work through a ShapingProxy: image_copy with platform all of a multi-platform
+    index, from the proxy into a second loopback registry (plain HTTP, not through the proxy), against
+    `skopeo copy --all`; and image_facts with remote true of 20 tags against `skopeo inspect` of each."""
+
+    def __init__(self, bench: Bench, registry: RegistryServer, corpus: Corpus, proxy: ShapingProxy, tls: TLSFiles, step: str):
+        super().__init__(registry, proxy)
+        self.tls = tls
+        self.destination = RegistryServer(str(bench.work / f"{step}-destination"))
+        self.multi = f"{proxy.host}/{MULTI_REPO}:{MULTI_TAG}"
+        folder = bench.work / f"{step}-args"  # module_command names the arguments' file after the module
+        folder.mkdir(parents=True, exist_ok=True)
+        copy_args = {"name": [self.multi], "destination": self.destination.url, "platform": "all", "ca_path": tls.ca_file}
+        self.copy_command = module_command("image_copy", copy_args, folder)
+        pusher = Pusher(registry.url)
+        for name, image in corpus.images.items():
+            for tag in FACTS_TAGS:  # the corpus's own tag, 1, and three more naming the same manifest
+                pusher.manifest(name.split(":")[0], tag, image.manifest, image.media_type)
+        self.references = [f"{proxy.host}/{name.split(':')[0]}:{tag}" for name in corpus.images for tag in FACTS_TAGS]
+        self.facts_command = module_command("image_facts", {"name": self.references, "remote": True, "ca_path": tls.ca_file}, folder)
+
+    def empty_destination(self) -> None:
+        """The destination registry restarted on an empty storage: nothing there to reuse."""
+        self.destination.stop()
+        shutil.rmtree(Path(self.destination.workdir) / "data", ignore_errors=True)
+        self.destination.start()
+
+    def copy(self) -> None:
+        command, env = self.copy_command
+        assert json.loads(run(command, env=env).stdout)["changed"] is True
+
+    def skopeo_copy(self) -> None:
+        target = f"docker://{self.destination.host}/{MULTI_REPO}:{MULTI_TAG}"
+        run(["skopeo", "copy", "-q", "--all", "--src-cert-dir", self.tls.cert_dir, "--dest-tls-verify=false", f"docker://{self.multi}", target])
+
+    def facts(self) -> None:
+        command, env = self.facts_command
+        assert len(json.loads(run(command, env=env).stdout)["images"]) == len(self.references)
+
+    def skopeo_inspect(self, *options: str):
+        def inspect_each() -> None:
+            for reference in self.references:
+                run(["skopeo", "inspect", *options, "--cert-dir", self.tls.cert_dir, f"docker://{reference}"])
+
+        return inspect_each
+
+
+def shaped_registry(bench: Bench, registry: RegistryServer, corpus: Corpus, step: str) -> None:
+    """image_copy and image_facts (remote) through a ShapingProxy, each side through the same proxy in the same run."""
+    proxy, tls, _rtt, _rate, profile = shaping_proxy(bench, registry, step)
+    index = multi_platform_index(registry)
+    try:
+        work = ShapedRegistry(bench, registry, corpus, proxy, tls, step)
+        work.destination.start()
+        try:
+            unique = sum(layer.size for image in index.images for layer in image.layers) + sum(len(image.config) for image in index.images)
+            bench.compare(
+                f"copy of a {len(index.images)}-platform index to another registry, {profile}",
+                "",
+                [
+                    ("image_copy, platform all", work.empty_destination, work.counted("image_copy", work.copy, also=work.destination)),
+                    ("skopeo copy --all", work.empty_destination, work.counted("skopeo copy --all", work.skopeo_copy, also=work.destination)),
+                ],
+                f"{unique / MB:.0f} MB; the source through the proxy (TLS), the destination a second loopback registry, plain HTTP, not shaped",
+            )
+            work.record_counts(bench, f"copy of a multi-platform index, {profile}")
+            work.record_waits(bench, "image_copy", f"copy of a multi-platform index, {profile}")
+        finally:
+            work.destination.stop()
+
+        def nothing():
+            """Reading a registry changes nothing: no preparing."""
+
+        bench.compare(
+            f"remote facts of {len(work.references)} tags, {profile}",
+            "",
+            [
+                ("image_facts, remote", nothing, work.counted("image_facts", work.facts)),
+                ("skopeo inspect, each", nothing, work.counted("skopeo inspect", work.skopeo_inspect())),
+                ("skopeo inspect --no-tags, each", nothing, work.counted("skopeo inspect --no-tags", work.skopeo_inspect("--no-tags"))),
+            ],
+            f"{len(corpus.images)} images x {len(FACTS_TAGS)} tags; skopeo inspect lists each repository's tags unless --no-tags",
+        )
+        work.record_counts(bench, f"remote facts of {len(work.references)} tags, {profile}")
+        work.record_waits(bench, "image_facts", f"remote facts of {len(work.references)} tags, {profile}")
+    finally:
+        proxy.stop()
 
 
 def memory(bench: Bench, registry: RegistryServer) -> None:
@@ -602,7 +863,7 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
-    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine", "deliver"} else None
+    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine", "deliver", "net50_docker", "net100_docker"} else None
     containerd = ContainerdService(str(work / "containerd")).start() if wanted & {"cold_containerd", "noop_containerd", *NETWORKS} else None
     try:
         bench = Bench(options.runs, work)
@@ -620,6 +881,10 @@ def main() -> int:
             "deliver": lambda: deliver(bench, registry, corpus, engine),
             "net50": lambda: shaped_network(bench, registry, corpus, containerd, "net50"),
             "net100": lambda: shaped_network(bench, registry, corpus, containerd, "net100"),
+            "net50_docker": lambda: shaped_engine(bench, registry, corpus, engine, "net50_docker"),
+            "net100_docker": lambda: shaped_engine(bench, registry, corpus, engine, "net100_docker"),
+            "net50_registry": lambda: shaped_registry(bench, registry, corpus, "net50_registry"),
+            "net100_registry": lambda: shaped_registry(bench, registry, corpus, "net100_registry"),
         }
         for name, step in steps.items():
             if name in wanted:
