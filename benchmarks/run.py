@@ -384,7 +384,7 @@ class ProxyCounts:
             also_mark, first_event, started = also.mark() if also else 0, len(self.proxy.events), time.monotonic()
             action()
             methods = [method for method, _path, _status in self.registry.requests_since(mark)]
-            requests = ", ".join(f"{methods.count(method)} {method}" for method in sorted(set(methods)))
+            requests = ", ".join(f"{methods.count(method)} {method}" for method in sorted(set(methods))) or "no request"
             plain_note = f" ({self.proxy.plain_http - plain} answered 400: plain HTTP)" if self.proxy.plain_http > plain else ""
             self.counts[label] = f"{requests} on {self.proxy.connections - connections} connections{plain_note}"
             if also:
@@ -498,53 +498,53 @@ def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, conta
         pulls = ShapedPulls(bench, registry, corpus, proxy, tls, containerd, step)
         size = f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique, over TLS"
         reset = ColdPulls.reset
-        bench.compare(
-            f"cold pull into the OCI store, {profile}",
-            "",
-            [
-                ("image_pull", reset(pulls.store), pulls.counted("image_pull", lambda: pulls.ours("oci", True))),
-                ("skopeo copy", reset(pulls.skopeo_store), pulls.counted("skopeo copy", pulls.skopeo)),
-            ],
-            size,
-        )
-        oci = bench.rows[-1]
-        pulls.record_counts(bench, f"cold pull into the OCI store, {profile}")
-        bench.compare(
-            f"cold pull into containerd (k8s.io), {profile}",
-            "",
-            [
-                ("image_pull (containerd)", pulls.containerd.empty, pulls.counted("image_pull", lambda: pulls.ours("containerd", True))),
-                ("ctr images pull, image by image", pulls.containerd.empty, pulls.counted("ctr", pulls.ctr_pulls)),
-            ],
-            size + ", unpacked",
-        )
-        in_containerd = bench.rows[-1]
-        pulls.record_counts(bench, f"cold pull into containerd, {profile}")
+
+        def compared(title: str, target: str, sides: list, note: str = "") -> tuple:
+            """bench.compare of (label, prepare, counted as, action) sides, then the requests and connections each made; the row."""
+            bench.compare(title, target, [(label, prepare, pulls.counted(counted, action)) for label, prepare, counted, action in sides], note)
+            row = bench.rows[-1]
+            pulls.record_counts(bench, title)
+            return row
 
         def nothing():
             """The stores hold the corpus from the cold pulls: a no-op run needs no preparing."""
 
+        oci = compared(
+            f"cold pull into the OCI store, {profile}",
+            "",
+            [
+                ("image_pull", reset(pulls.store), "image_pull", lambda: pulls.ours("oci", True)),
+                ("skopeo copy", reset(pulls.skopeo_store), "skopeo copy", pulls.skopeo),
+            ],
+            size,
+        )
+        in_containerd = compared(
+            f"cold pull into containerd (k8s.io), {profile}",
+            "",
+            [
+                ("image_pull (containerd)", pulls.containerd.empty, "image_pull", lambda: pulls.ours("containerd", True)),
+                ("ctr images pull, image by image", pulls.containerd.empty, "ctr", pulls.ctr_pulls),
+            ],
+            size + ", unpacked",
+        )
         command, env = pulls.commands["containerd"]
         run(command, env=env)  # untimed: whichever side pulled last, the names our no-op run looks for are there
-        bench.compare(
+        compared(
             f"no-op re-run into containerd (k8s.io), {profile}",
             "<= 0.3x ctr, 0 GETs",
             [
-                ("image_pull (containerd)", nothing, pulls.counted("image_pull", lambda: pulls.ours("containerd", False))),
-                ("ctr images pull again, image by image", nothing, pulls.counted("ctr", pulls.ctr_pulls)),
+                ("image_pull (containerd)", nothing, "image_pull", lambda: pulls.ours("containerd", False)),
+                ("ctr images pull again, image by image", nothing, "ctr", pulls.ctr_pulls),
             ],
         )
-        pulls.record_counts(bench, f"no-op re-run into containerd, {profile}")
-
-        bench.compare(
+        compared(
             f"no-op re-run, OCI store, {profile}",
             "",
             [
-                ("image_pull, policy always", nothing, pulls.counted("image_pull", lambda: pulls.ours("oci-always", False))),
-                ("skopeo copy again", nothing, pulls.counted("skopeo copy", pulls.skopeo)),
+                ("image_pull, policy always", nothing, "image_pull", lambda: pulls.ours("oci-always", False)),
+                ("skopeo copy again", nothing, "skopeo copy", pulls.skopeo),
             ],
         )
-        pulls.record_counts(bench, f"no-op re-run, {profile}")
     finally:
         proxy.stop()
     network_floor(bench, corpus, rtt, rate, profile, [oci, in_containerd])
