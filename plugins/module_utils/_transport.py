@@ -496,23 +496,27 @@ def raw_chunks(response, window: float, what: str):
 
 
 def read_body(response, limit: int, window: float, what: str, too_large: str = "unsupported_media_type") -> bytes:
-    """A whole body of at most `limit` bytes (decoded if the server compressed it anyway), closes the response.
+    """A whole body of at most `limit` bytes (decoded if the server compressed it anyway); the response is done with.
 
     Such an answer (a manifest, a token, a page of tags, an error) must arrive whole within `window`
     seconds of its headers; only blobs may take longer, at the minimum rate.
     """
     deadline = time.monotonic() + window
-    with response:
-        data = bytearray()
-        try:
-            for chunk in raw_chunks(response, window, what):
-                data += chunk
-                if len(data) > limit:
-                    raise DockyardError(too_large, f"{what}: the answer is larger than {limit} bytes; refused")
-                if time.monotonic() > deadline:
-                    raise DockyardError("unreachable", f"{what}: the answer did not arrive whole within {window:.0f} s; stopped")
-        except BodyBroken as exc:
-            raise DockyardError("unreachable", f"{what}: the answer broke off: {exc}") from None
+    data = bytearray()
+    try:
+        for chunk in raw_chunks(response, window, what):
+            data += chunk
+            if len(data) > limit:
+                raise DockyardError(too_large, f"{what}: the answer is larger than {limit} bytes; refused")
+            if time.monotonic() > deadline:
+                raise DockyardError("unreachable", f"{what}: the answer did not arrive whole within {window:.0f} s; stopped")
+    except BodyBroken as exc:
+        response.close()
+        raise DockyardError("unreachable", f"{what}: the answer broke off: {exc}") from None
+    except BaseException:
+        response.close()  # what is left of a refused answer is not read: its connection goes
+        raise
+    release(response)  # read whole: its connection serves the next request
     encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         decoder = zlib.decompressobj(zlib.MAX_WBITS | 32 if encoding != "deflate" else zlib.MAX_WBITS)
@@ -867,9 +871,9 @@ def _json_or_none(body: bytes):
 
 
 def release(response) -> None:
-    """Done with an answer whose body is not read (a HEAD's, which has none): its connection goes back to the
-    pool for the next request; close() alone would drop it, and the next request would pay for a new
-    connection and TLS handshake (two round trips)."""
+    """Done with an answer whose body was read whole, or has none (a HEAD's): its connection goes back to
+    the pool for the next request. close() alone would drop it (urllib3 1.26 does when the body was read
+    past its reader), and the next request would pay a new connection and TLS handshake (two round trips)."""
     drain = getattr(response.raw, "drain_conn", None)
     if drain is not None:
         with contextlib.suppress(Exception):  # a connection that cannot be drained is closed below
