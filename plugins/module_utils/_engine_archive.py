@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import itertools
 import os
 import shutil
 import tarfile
@@ -60,7 +59,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     image_label,
     selected_or_fail,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, engine_reason, full_image_id
+from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, engine_reason, full_image_id, layers_held
 
 KEEP, TAG, LOAD = "keep", "tag", "load"  # what a load does for a name: nothing, tag an image the engine holds, send the image
 
@@ -249,12 +248,7 @@ class EngineLoader:
         archive leaves out those it holds (a delivery does not send them). Podman reads every file the archive names."""
         if self.store.kind != "docker":
             return set()
-        held, reused, needed = self._held_chain_ids(), set(), set()
-        for load in loads:
-            for layer, chain in itertools.zip_longest(load.image.layers, chain_ids(load.diff_ids)):
-                if layer is not None:
-                    (reused if chain in held else needed).add(layer.digest)
-        return reused - needed
+        return layers_held([([layer.digest for layer in load.image.layers], load.diff_ids) for load in loads], self._held_chain_ids())
 
 
 def _images_to_send(loads: list) -> list:

@@ -240,6 +240,18 @@ def engine_pull_error(message: str) -> DockyardError:
     return DockyardError(engine_reason(message), f"the engine failed to pull: {message}")
 
 
+def layers_held(images: list, chains: set) -> set:
+    """Of the layer blobs of these (layer digests, DiffIDs) images, those whose ChainID is in `chains` at every
+    depth an image names them: what Docker's load reads no file of. A blob needed at any depth is not held, and
+    an image whose DiffIDs do not match its layers needs them all."""
+    held, needed = set(), set()
+    for layers, diff_ids in images:
+        chains_of = chain_ids(list(diff_ids)) if len(diff_ids) == len(layers) else []
+        for digest, chain in itertools.zip_longest(layers, chains_of):
+            (held if chain in chains else needed).add(digest)
+    return held - needed
+
+
 def chain_ids(diff_ids: list) -> list:
     """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
     chains = []
@@ -340,15 +352,10 @@ class EngineStore:
         for a ChainID it lacks; Podman's reads every file the archive names, so it is sent an image it lacks
         whole. A blob needed by any image is not held, whatever another image's layers say."""
         ids = {record.id for record in self.images()} & {image.id for image in images}
+        lacking = [image for image in images if image.id not in ids]
         chains = self.present_chain_ids() if self.kind == "docker" else set()
-        needed = set()
-        for image in images:
-            if image.id in ids:
-                continue
-            needed.add(image.id)
-            layers = [descriptor.digest for descriptor in image.layers]
-            reusable = chain_ids(list(image.diff_ids)) if len(image.diff_ids) == len(layers) else []
-            needed.update(digest for digest, chain in itertools.zip_longest(layers, reusable) if chain not in chains)
+        unread = layers_held([([d.digest for d in image.layers], image.diff_ids) for image in lacking], chains)
+        needed = {image.id for image in lacking} | {d.digest for image in lacking for d in image.layers} - unread
         return Holding(frozenset({d.digest for image in images for d in image.blobs} - needed), frozenset(ids))
 
     def exporter(self, names: list) -> Exported:
