@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from deliver import deliver  # noqa: E402  (benchmarks/deliver.py, beside this file)
+from fleet import fleet  # noqa: E402  (benchmarks/fleet.py)
 from netem import ShapingProxy, TLSFiles, test_certificates  # noqa: E402  (benchmarks/netem.py)
 
 from support.ansible import ansible_env, ensure_collection_path  # noqa: E402
@@ -113,6 +114,13 @@ def registry_blob_bytes(registry: RegistryServer, mark_line: int) -> int:
 def access_lines(registry: RegistryServer) -> int:
     with open(registry.access_log, encoding="utf-8", errors="replace") as handle:
         return sum(1 for _line in handle)
+
+
+def timed_blob_bytes(registry: RegistryServer, action) -> tuple:
+    """(the seconds `action` took, the blob bytes `registry` served meanwhile)."""
+    start_line = access_lines(registry)
+    seconds = timed(action)
+    return seconds, registry_blob_bytes(registry, start_line)
 
 
 class Bench:
@@ -771,35 +779,6 @@ def memory(bench: Bench, registry: RegistryServer) -> None:
     shutil.rmtree(store, ignore_errors=True)
 
 
-def fleet(bench: Bench, registry: RegistryServer, corpus: Corpus) -> None:
-    storage = str(bench.work / "mirror-storage")  # the cache and its seed endpoint share it
-    mirror = RegistryServer(str(bench.work / "mirror"), proxy={"remoteurl": registry.url}, storage=storage).start()
-    seed = RegistryServer(str(bench.work / "seed"), storage=storage).start()
-    try:
-        hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(bench.work / "fleet" / f"host{n:02d}")} for n in range(1, 21)}
-        inventory = bench.work / "fleet.json"
-        inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
-        extra = {
-            "prewarm_images": corpus.names,
-            "prewarm_store": "oci",
-            "prewarm_mirrors": {registry.host: [mirror.url]},
-            "prewarm_seed": True,
-            "prewarm_seed_registries": {registry.host: seed.url},
-            "layer_report_dir": str(bench.work / "fleet-report"),
-            "layer_report_print_tables": False,
-        }
-        env = ansible_env({"ANSIBLE_PYTHON_INTERPRETER": sys.executable})
-        command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-f", "20", str(REPO / "playbooks" / "prewarm.yml")]
-        start_line = access_lines(registry)
-        seconds = timed(lambda: run([*command, "-e", json.dumps(extra)], env=env))
-        upstream = registry_blob_bytes(registry, start_line)
-        bench.record("fleet: 20 hosts through a seeded mirror, wall time", f"{seconds:.1f} s", "")
-        bench.record("fleet: upstream blob bytes / unique blob bytes", f"{upstream / corpus.unique_bytes:.2f}", "1.00")
-    finally:
-        seed.stop()
-        mirror.stop()
-
-
 def report(bench: Bench) -> None:
     script = """
 import json, sys, time
@@ -875,7 +854,7 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry = RegistryServer(str(work / "registry")).start()
-    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine", "deliver", "net50_docker", "net100_docker"} else None
+    engine = DockerEngine(str(work / "docker")).start() if wanted & {"noop", "cold_engine", "deliver", "fleet", "net50_docker", "net100_docker"} else None
     containerd = ContainerdService(str(work / "containerd")).start() if wanted & {"cold_containerd", "noop_containerd", *NETWORKS} else None
     try:
         bench = Bench(options.runs, work)
@@ -888,7 +867,7 @@ def main() -> int:
             "cold_containerd": lambda: cold_containerd(bench, corpus, containerd),
             "noop_containerd": lambda: noop_containerd(bench, registry, corpus, containerd),
             "memory": lambda: memory(bench, registry),
-            "fleet": lambda: fleet(bench, registry, corpus),
+            "fleet": lambda: fleet(bench, registry, corpus, engine, timed_blob_bytes),
             "report": lambda: report(bench),
             "deliver": lambda: deliver(bench, registry, corpus, engine),
             "net50": lambda: shaped_network(bench, registry, corpus, containerd, "net50"),

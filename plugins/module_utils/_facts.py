@@ -18,17 +18,19 @@ from ansible_collections.dockyard.images.plugins.module_utils._manifest import i
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import Registry, RegistryClient
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, Store, select_all
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, Store, select_all, select_images
 
 
 def store_facts(store: Store, names: Optional[list[str]], platform: Optional[Platform]) -> tuple[dict, list[str]]:
-    """(the facts: store, images with their shared and unique bytes, summary; the names that mean no image)."""
+    """(the facts: store, images with their shared and unique bytes, summary; the names a pull with policy
+    missing would bring: those that mean no image, and those whose every image lacks some of its blobs)."""
     records = store.images()
     if platform is not None:
         records = [record for record in records if record.platform is not None and record.platform.matches(platform)]
     missing = []
     if names:
-        records, missing = select_all(records, names)
+        records, absent = select_all(records, names)
+        missing = [text for text in names if text in absent or not any(record.complete for record in select_images(records, text))]
     sharing = sharing_by_image(records)
     images = [dict(record.to_dict(), shared_size=sharing[record.id].shared_size, unique_size=sharing[record.id].unique_size) for record in records]
     return {"store": store.describe(), "images": images, "summary": sharing_summary(records)}, missing

@@ -148,7 +148,9 @@ images:
       type: list
       elements: dict
 missing:
-  description: Names asked for that the store does not hold (for O(platform), when given).
+  description:
+    - Names asked for that the store does not hold (for O(platform), when given), and names whose every image there lacks some of its blobs.
+    - They are the names a pull of the same names with O(dockyard.images.image_pull#module:policy=missing) would bring.
   returned: always
   type: list
   elements: str

@@ -374,3 +374,18 @@ def test_a_pod_pinned_by_digest_finds_an_image_pulled_by_tag(containerd, cri, re
     seen = wait_for_cri_image(cri, name)
     assert seen.repo_digests == (pinned,), "the kubelet reports the digest pulled"
     assert cri.image_status(pinned) == seen, "a pod that names the image by its digest needs no pull"
+
+
+def test_facts_call_missing_what_a_pull_would_bring_again(store, containerd, registry, corpus):
+    """image_facts' `missing` is the pull's own rule: a tag whose digest name is gone is pulled again, so the
+    prewarm role, which skips the pull of a host whose store misses nothing, does not skip that one."""
+    from ansible_collections.dockyard.images.plugins.module_utils._facts import store_facts
+
+    tag = f"{registry.host}/team/worker:1"
+    pull(store, [tag])
+    assert store_facts(store, [tag], None)[1] == []
+    containerd.ok("images", "rm", f"{registry.host}/team/worker@{corpus.worker.digest}")
+    assert store_facts(store, [tag], None)[1] == [tag], "the CRI's digest name is gone: a pull brings it back"
+    pull(store, [tag])
+    assert containerd.image_names()[f"{registry.host}/team/worker@{corpus.worker.digest}"] == corpus.worker.digest
+    assert store_facts(store, [tag], None)[1] == []
