@@ -779,7 +779,8 @@ class Endpoint:
         """Answer a 401 challenge of this endpoint's own origin; True when a retry with new credentials makes sense.
 
         `sent` is the Authorization the request carried: requests sent at once all meet the challenge,
-        and each retries once with what the first one set up.
+        and each retries once with what the first one set up. A token is fetched only when none is
+        cached for the scope or the request carried the cached one (the registry refused it).
         """
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
@@ -788,7 +789,9 @@ class Endpoint:
             wanted = [s for s in (bearer.params.get("scope", ""), scope) if s]
             with self._auth_lock:
                 self._challenge, self._realm = bearer, realm
-                self._fetch_token(wanted, scope, what)
+                cached = self._tokens.get(self._token_key(scope))
+                if cached is None or sent == f"Bearer {cached}":
+                    self._fetch_token(wanted, scope, what)
             return True
         if any(c.scheme == "basic" for c in challenges) and self.credential.basic:
             self._basic = True

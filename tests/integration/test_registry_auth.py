@@ -75,3 +75,14 @@ def test_the_token_flow_with_credentials_gets_a_scoped_token(token_registry, cor
     assert_no_secret(result)
     wrong = pull(store, f"{token_registry.host}/team/app:1", registry_auth=[dict(auth[0], password="nope")], policy="always")
     assert wrong["failed"] and wrong["reason"] == "unauthorized"
+
+
+def test_names_inspected_at_once_share_one_token(token_registry):
+    """Eight HEADs sent together all meet the challenge; the first to answer it fetches the token, the others use it."""
+    issuer = token_registry.issuer
+    before = len(issuer.requests)
+    name = f"{token_registry.host}/team/public:1"
+    result = run_module("image_facts", {"name": [name] * 8, "remote": True, "digests_only": True})
+    assert not result.get("failed"), result
+    assert len(result["images"]) == 8
+    assert issuer.requests[before:] == [(None, ["repository:team/public:pull"])], "one token for the eight"
