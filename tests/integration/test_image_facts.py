@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from support.ansible import run_module
+from support.images import Pusher
 
 
 def test_facts_report_layers_and_sharing_like_docker_system_df(registry, corpus, store):
@@ -66,6 +69,23 @@ def test_remote_facts_inspect_the_registry_without_pulling(registry, corpus, sto
     layer_gets = [path for method, path, status in registry.requests_since(mark) if method == "GET" and path.rsplit("/", 1)[-1] in layer_digests]
     assert layer_gets == []
     assert "ansible_facts" not in facts or not facts["ansible_facts"]
+
+
+def test_remote_facts_of_tags_naming_one_image_read_it_once_in_each_repository(registry, corpus):
+    for tag in ("1", "2", "3"):
+        Pusher(registry.url).index("facts/shared", tag, corpus.multi)
+    names = [f"{registry.host}/facts/shared:{tag}" for tag in ("1", "2", "3")] + [f"{registry.host}/team/multi:1", f"{registry.host}/team/app:1"]
+    mark = registry.mark()
+    facts = run_module("image_facts", {"name": names, "remote": True, "platform": "linux/arm64"})
+    assert [image["reference"] for image in facts["images"]] == names
+    assert [image["manifest_digest"] for image in facts["images"]] == [corpus.arm64.digest] * 4 + [corpus.app.digest]
+    requests = registry.image_requests_since(mark)
+    assert [method for method, _path, _status in requests].count("HEAD") == 5
+    expected = Counter({f"/v2/team/app/manifests/{corpus.app.digest}": 1, f"/v2/team/app/blobs/{corpus.app.id}": 1})
+    for repository in ("facts/shared", "team/multi"):  # the same image in two repositories: read through each, once
+        for path in (f"manifests/{corpus.multi.digest}", f"manifests/{corpus.arm64.digest}", f"blobs/{corpus.arm64.id}"):
+            expected[f"/v2/{repository}/{path}"] = 1
+    assert Counter(path for method, path, _status in requests if method == "GET") == expected
 
 
 def test_an_empty_or_absent_store_has_no_images(store):
