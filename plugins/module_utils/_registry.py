@@ -109,6 +109,11 @@ class Registry:
                     self.warnings.append(f"mirror {endpoint.netloc} failed ({exc.reason}) {what}, so the next endpoint served it: {exc.message}")
         raise AssertionError("the upstream is always the last endpoint")  # pragma: no cover
 
+    def probe(self) -> None:
+        """Find how the first endpoint asked is spoken to, as its first request would (on loopback, one plain-HTTP
+        HEAD; elsewhere nothing): a caller that overlaps other work with it chooses that request afterwards."""
+        self.endpoints[0].base_url()
+
     # -- manifests -----------------------------------------------------------------------------
 
     @staticmethod

@@ -78,10 +78,12 @@ def test_every_platform_is_copied_as_the_source_has_it_and_a_second_copy_pushes_
     assert predicted["diff"]["after"] == {f"{destination.host}/team/multi:1": corpus.multi.digest, f"{destination.host}/team/oci:1": corpus.oci.digest}
     assert requests.get(f"{destination.url}/v2/_catalog", timeout=10).json()["repositories"] == []
 
-    mark = registry.mark()
+    mark, pushed = registry.mark(), destination.mark()
     done = run_module("image_copy", args)
     assert done["changed"] is True, done
     assert blob_gets(registry.requests_since(mark)) == Counter(dict.fromkeys([*unique, corpus.oci.id, *(layer.digest for layer in corpus.oci.layers)], 1))
+    puts = [path.rsplit("/", 1)[1] for method, path, status in destination.requests_since(pushed) if method == "PUT" and "/team/multi/manifests/" in path]
+    assert sorted(puts[:-1]) == sorted(image.digest for image in images) and puts[-1] == "1", "the index is pushed once, by its tag, after what it names"
     multi, single = done["images"]
     assert (multi["digest"], multi["manifest_digest"], multi["platform"]) == (corpus.multi.digest, None, None)
     assert multi["platforms"] == ["linux/amd64", "linux/arm64", "linux/arm/v7"], "attestations are copied but are no platform"

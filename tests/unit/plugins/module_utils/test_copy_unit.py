@@ -3,10 +3,14 @@
 What a user of image_copy sees: only the blobs the destination lacks move, a blob another repository
 of the destination holds is mounted (POST ?mount=&from=) instead of uploaded, a blob several images
 lack is fetched from the source once, check mode predicts every blob's fate and pushes nothing, and
-one image's failure is that image's alone.
+one image's failure is that image's alone. Against registries that answer late, as distant ones do:
+a copy waits on no round trip it can overlap with another.
 """
 
 from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,9 +35,31 @@ MULTI = Index([AMD64, ARM64])
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
+class LateRegistry(InProcessRegistry):
+    """An InProcessRegistry that answers the requests `late(method, path)` names that many seconds late, each
+    on its own (as a distant registry answers requests sent at once), noting when each was received and answered."""
+
+    def __init__(self, late=lambda method, path: 0.0):
+        super().__init__()
+        self.late = late
+        self.spans = []  # (method, path, received, answered)
+
+    def respond(self, method, path, headers, body):
+        received = time.monotonic()
+        time.sleep(self.late(method, urlsplit(path).path))
+        answer = super().respond(method, path, headers, body)
+        self.spans.append((method, urlsplit(path).path, received, time.monotonic()))
+        return answer
+
+    def span(self, method: str, path: str) -> tuple:
+        """(received, answered) of the only request `method path`."""
+        (found,) = [(received, answered) for m, p, received, answered in self.spans if (m, p) == (method, path)]
+        return found
+
+
 @pytest.fixture
 def source():
-    server = InProcessRegistry().start()
+    server = LateRegistry().start()
     for repo, image in (("team/app", APP), ("team/worker", WORKER), ("team/old", OLD)):
         server.push_image(repo, "1", image)
     server.push_index("team/multi", "1", MULTI)
@@ -43,7 +69,7 @@ def source():
 
 @pytest.fixture
 def destination():
-    server = InProcessRegistry().start()
+    server = LateRegistry().start()
     yield server
     server.stop()
 
@@ -201,3 +227,60 @@ def test_every_platform_copies_the_index_and_each_manifest_it_lists(copy, source
     held = destination.repositories["team/multi"]
     assert {MULTI.digest, AMD64.digest, ARM64.digest} <= set(held.manifests) and held.tags == {"1": MULTI.digest}
     assert source.blob_gets(BASE.digest) == 1
+
+
+def manifest_puts(registry: InProcessRegistry, repo: str) -> list:
+    """The refs (digests or tags) manifests were pushed to in `repo`, in order."""
+    return [r.path.rsplit("/", 1)[1] for r in registry.requests("PUT") if r.path.startswith(f"/v2/{repo}/manifests/")]
+
+
+def test_the_manifests_an_index_lists_are_read_at_once_and_their_blobs_start_as_each_arrives(copy, source, destination):
+    late = {f"/v2/team/multi/manifests/{AMD64.digest}": 0.2, f"/v2/team/multi/manifests/{ARM64.digest}": 0.6}
+    source.late = lambda method, path: late.get(path, 0.0) if method == "GET" else 0.0
+
+    (result,) = copy(["team/multi:1"], platform="all")
+
+    assert result.error is None and result.changed is True
+    amd64, arm64 = (source.span("GET", path) for path in late)
+    assert arm64[0] < amd64[1], "the second manifest was asked for before the first was answered"
+    assert source.span("GET", f"/v2/team/multi/blobs/{AMD64.layers[1].digest}")[0] < arm64[1], "amd64's blobs did not wait for arm64's manifest"
+    assert manifest_puts(destination, "team/multi")[-1] == "1" and destination.tag_digest("team/multi", "1") == MULTI.digest
+
+
+def test_the_destination_is_asked_about_the_tag_while_the_source_is_reached_and_a_tag_it_lacks_costs_one_get(copy, source, destination):
+    source.late = lambda method, path: 0.3 if path == "/v2/" else 0.0  # a source far away, first found to speak plain HTTP
+
+    (result,) = copy(["team/app:1"])
+
+    assert result.error is None and result.tag_before is None and result.tag_after == APP.digest
+    assert destination.span("HEAD", "/v2/team/app/manifests/1")[1] < source.span("HEAD", "/v2/")[1], "asked while the source was reached"
+    assert source.image_requests()[0] == ("GET", "/v2/team/app/manifests/1"), "no HEAD first: the destination has nothing to compare with"
+    assert ("HEAD", "/v2/team/app/manifests/1") not in source.image_requests()
+
+
+def test_the_destination_is_asked_about_each_blob_at_once(copy, source, destination):
+    destination.late = lambda method, path: 0.2 if method == "HEAD" and "/blobs/" in path else 0.0
+
+    (result,) = copy(["team/app:1"])
+
+    assert result.error is None and blobs(result) == expected(APP, COPIED, COPIED, COPIED)
+    heads = sorted((received, answered) for method, path, received, answered in destination.spans if method == "HEAD" and "/blobs/" in path)
+    assert len(heads) == 3 and heads[-1][0] < heads[0][1], "the three blobs were looked up at once, not one after another"
+
+
+def test_the_tagged_manifest_is_pushed_once_by_its_tag_after_the_manifests_it_names(copy, source, destination):
+    index, single = copy(["team/multi:1", "team/app:1"], platform="all")
+
+    assert (index.error, single.error) == (None, None)
+    assert sorted(manifest_puts(destination, "team/multi")[:-1]) == sorted([AMD64.digest, ARM64.digest])
+    assert manifest_puts(destination, "team/multi")[-1] == "1" and manifest_puts(destination, "team/app") == ["1"]
+    assert destination.holds_manifest("team/multi", MULTI.digest) and destination.holds_manifest("team/app", APP.digest)
+
+
+def test_a_blob_two_images_lack_goes_to_the_first_listed_even_when_the_second_is_planned_first(copy, source, destination):
+    source.late = lambda method, path: 0.3 if path.startswith("/v2/team/app/manifests/") else 0.0
+
+    app, worker = copy(["team/app:1", "team/worker:1"])
+
+    assert blobs(app) == expected(APP, COPIED, COPIED, COPIED) and blobs(worker) == expected(WORKER, COPIED, MOUNTED, COPIED)
+    assert mounts(destination) == [("team/worker", BASE.digest, "team/app")] and source.blob_gets(BASE.digest) == 1
