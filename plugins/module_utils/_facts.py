@@ -19,25 +19,43 @@ from ansible_collections.dockyard.images.plugins.module_utils._batch import each
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._layers import sharing_by_image, sharing_summary
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import ImageConfig, Manifest, ResolvedImage, index_entries, read_config
-from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms
-from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference
+from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform
+from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, image_id_prefix, parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import Registry, RegistryClient
-from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, Store, select_all, select_images
+from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, PullRequest, Store, select_all
 
 
 def store_facts(store: Store, names: Optional[list[str]], platform: Optional[Platform]) -> tuple[dict, list[str]]:
-    """(the facts: store, images with their shared and unique bytes, summary; the names a pull with policy
-    missing would bring: those that mean no image, and those whose every image lacks some of its blobs)."""
+    """(the facts: store, images with their shared and unique bytes, summary; the names a pull of them with
+    policy missing would bring, see `lacking`)."""
     records = store.images()
     if platform is not None:
         records = [record for record in records if record.platform is not None and record.platform.matches(platform)]
     missing = []
     if names:
         records, absent = select_all(records, names)
-        missing = [text for text in names if text in absent or not any(record.complete for record in select_images(records, text))]
+        brought = set(lacking(store, [text for text in names if image_id_prefix(text) is None], platform))  # an id names no pull
+        missing = [text for text in names if text in absent or text in brought]
     sharing = sharing_by_image(records)
     images = [dict(record.to_dict(), shared_size=sharing[record.id].shared_size, unique_size=sharing[record.id].unique_size) for record in records]
     return {"store": store.describe(), "images": images, "summary": sharing_summary(records)}, missing
+
+
+def lacking(store: Store, names: list[str], platform: Optional[Platform]) -> list[str]:
+    """The names a pull of them with policy missing would bring into `store`, for `platform` (the host's when
+    None), by the pull's own rule of what the store holds: found by that pull, in check mode, with a client
+    that reaches no registry, so that every image it would have to ask a registry about fails."""
+    requests = [PullRequest(parse_reference(text), platform or host_platform(), platform is not None) for text in names]
+    results = store.puller(_NoRegistry(), 1, True).pull(requests)
+    return [text for text, result in zip(names, results) if result.error is not None]
+
+
+class _NoRegistry:
+    """A registry client for a pull that must ask no registry: the store holds what the pull finds there."""
+
+    @staticmethod
+    def for_reference(reference: Reference) -> Registry:
+        raise DockyardError("not_found", f"{reference.familiar}: not held here (and no registry is asked)")
 
 
 class _Name(NamedTuple):

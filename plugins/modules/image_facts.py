@@ -149,8 +149,8 @@ images:
       elements: dict
 missing:
   description:
-    - Names asked for that the store does not hold (for O(platform), when given), and names whose every image there lacks some of its blobs.
-    - They are the names a pull of the same names with O(dockyard.images.image_pull#module:policy=missing) would bring.
+    - The names asked for that a pull of them with O(dockyard.images.image_pull#module:policy=missing) would bring, by the pull's own rule, for O(platform) (the host's when not given) - names the store does not hold, holds only in part (some blobs gone), or holds under another digest than the name pins.
+    - Found without asking any registry.
   returned: always
   type: list
   elements: str

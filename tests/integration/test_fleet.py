@@ -215,3 +215,35 @@ def test_an_image_that_cannot_be_pulled_fails_its_host_but_the_others_arrive_and
     index = json.loads((store / "index.json").read_text())
     tagged = {m["annotations"]["io.containerd.image.name"] for m in index["manifests"]}
     assert tagged == {names[0], names[2]}, "the good images were pulled and tagged"
+
+
+def test_when_the_host_that_warms_the_cache_fails_the_next_one_still_pulls(registry, corpus, mirror, tmp_path):
+    """Seeding without a seed endpoint: the first host pulls through the cache before the others. When it fails,
+    the next host becomes the first of the batch; it must still pull, not take itself for the one that did."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where host01's store would go")
+    hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / f"host{n:02d}")} for n in range(1, 4)}
+    hosts["host01"]["prewarm_store_path"] = str(blocker / "store")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    extra = {"prewarm_images": [f"{registry.host}/team/app:1"], "prewarm_store": "oci", "prewarm_mirrors": {registry.host: [mirror.url]}, "prewarm_seed": True}
+    playbook = tmp_path / "prewarm-only.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
+    done = run_playbook(str(playbook), extra, args=["-i", str(inventory)])[0]
+    assert done.returncode != 0 and recap(done.stdout)["host01"][1] == 1
+    for host in ("host02", "host03"):
+        assert (tmp_path / "stores" / host / "index.json").exists(), f"{host} pulled: {done.stdout}"
+
+
+def test_a_plan_that_fails_as_a_whole_says_why_and_the_pull_still_runs(tmp_path):
+    """A plan that fails before any image (here an engine that does not answer) is reported by the summary with
+    its message, and the pull runs after it and fails with its reason, as it would if the engine came back."""
+    extra = {"prewarm_images": ["registry.invalid/team/app:1"], "prewarm_store": "docker", "prewarm_docker_host": f"unix://{tmp_path}/none.sock"}
+    playbook = tmp_path / "prewarm-only.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
+    done, results = run_playbook(str(playbook), extra, args=["-i", "localhost,", "-c", "local"])
+    assert done.returncode != 0
+    summary = next(r for r in results if r["task"].endswith("Say what each host will pull"))
+    assert summary["status"] == "ok" and any(line.startswith("  failed: ") for line in summary["result"]["msg"]), summary
+    pulled = next(r for r in results if r["task"].endswith("Pull the images"))
+    assert pulled["status"] == "failed" and pulled["result"]["results"][0]["reason"] == "unreachable", pulled

@@ -178,7 +178,6 @@ class ImageRecord:
     containers: list[dict] = field(default_factory=list)
     ref_name: Optional[str] = None
     handle: Any = field(default=None, repr=False, compare=False)  # the backend's own entry for this image
-    complete: bool = True  # every blob of it is there, and whatever else a pull would bring again; see Held
 
     @property
     def size(self) -> int:

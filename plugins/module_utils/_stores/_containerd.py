@@ -357,9 +357,6 @@ class ContainerdStore:
         shown = tagged + [held for name, held in aliases.items() if self._id(held) not in ids]
         containers = self.containers_by_image({held.name: self._id(held) for held in helds})
         records = [self.record_of(held, containers) for held in shown]
-        for record, held in zip(records, shown):  # whole as a pull judges it (_Receiver.held): its tag's digest name too
-            ref = references[held.name]
-            record.complete = held.complete and (ref is None or not ref.tag or names.get(f"{ref.name}@{held.target}") == held.target)
         return records, aliases, content
 
     @staticmethod

@@ -355,7 +355,6 @@ class OciStore:
             config_size=config.size,
             ref_name=annotations.get(REF_NAME),
             handle=entry,
-            complete=all(self.has_blob(blob.digest, blob.size) for blob in (config, *layers)),  # as is_complete judges it
         )
 
     def images(self) -> list:
