@@ -149,7 +149,9 @@ images:
       elements: dict
 missing:
   description:
-    - The names asked for that a pull of them with O(dockyard.images.image_pull#module:policy=missing) would bring, by the pull's own rule, for O(platform) (the host's when not given) - names the store does not hold, holds only in part (some blobs gone), or holds under another digest than the name pins.
+    - The names asked for that a pull of them with O(dockyard.images.image_pull#module:policy=missing) would bring,
+      by the pull's own rule, for O(platform) (the host's when not given) - names the store does not hold, holds
+      only in part (some blobs gone), or holds under another digest than the name pins.
     - Found without asking any registry.
   returned: always
   type: list
