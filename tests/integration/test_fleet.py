@@ -46,6 +46,24 @@ def blob_gets(requests):
     return [path.rsplit("/", 1)[1] for method, path, status in requests if method == "GET" and "/blobs/" in path]
 
 
+def fleet_with_a_broken_store(tmp_path, count: int, broken: str) -> str:
+    """An inventory of `count` local hosts, each with its own OCI store, but `broken`'s store path lies under a file."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text(f"a file where {broken}'s store would go")
+    hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / f"host{n:02d}")} for n in range(1, count + 1)}
+    hosts[broken]["prewarm_store_path"] = str(blocker / "store")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    return str(inventory)
+
+
+def prewarm_only(tmp_path) -> str:
+    """A playbook of the prewarm role alone, without the layer report."""
+    playbook = tmp_path / "prewarm-only.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
+    return str(playbook)
+
+
 def seeded(names: list, registry, mirror, tmp_path) -> dict:
     """Variables that pre-warm `names` through the mirror, the first host seeding it through its seed endpoint."""
     return {
@@ -177,12 +195,7 @@ def test_check_mode_predicts_per_host_what_would_be_pulled_and_writes_nothing(re
 
 
 def test_a_rollout_in_batches_stops_when_too_many_hosts_fail(registry, corpus, tmp_path):
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where host03's store would go")
-    hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / f"host{n:02d}")} for n in range(1, 7)}
-    hosts["host03"]["prewarm_store_path"] = str(blocker / "store")
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    inventory = fleet_with_a_broken_store(tmp_path, 6, "host03")
     extra = {
         "prewarm_images": [f"{registry.host}/team/app:1"],
         "prewarm_store": "oci",
@@ -191,7 +204,7 @@ def test_a_rollout_in_batches_stops_when_too_many_hosts_fail(registry, corpus, t
         "layer_report_print_tables": False,
         "layer_report_dir": str(tmp_path / "report"),
     }
-    done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", str(inventory)])
+    done, results = run_playbook(os.path.join(REPO, "playbooks", "prewarm.yml"), extra, args=["-i", inventory])
     assert done.returncode != 0
     planned = sorted({r["host"] for r in results if r["task"].endswith("Find what each host lacks and how many bytes will move")})
     assert planned == ["host01", "host02", "host03", "host04"], "the batch after the failure never started"
@@ -203,9 +216,7 @@ def test_an_image_that_cannot_be_pulled_fails_its_host_but_the_others_arrive_and
     store = tmp_path / "store"
     names = [f"{registry.host}/team/app:1", f"{registry.host}/team/nope:9", f"{registry.host}/team/worker:1"]
     extra = {"prewarm_images": names, "prewarm_store": "oci", "prewarm_store_path": str(store)}
-    playbook = tmp_path / "prewarm-only.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
-    done, results = run_playbook(str(playbook), extra, args=["-i", "localhost,", "-c", "local"])
+    done, results = run_playbook(prewarm_only(tmp_path), extra, args=["-i", "localhost,", "-c", "local"])
     assert done.returncode != 0
     assert f"  {registry.host}/team/nope:9: failed, not_found" in done.stdout, "the plan names the image and why"
     failed = next(r["result"] for r in results if r["status"] == "failed")
@@ -220,16 +231,9 @@ def test_an_image_that_cannot_be_pulled_fails_its_host_but_the_others_arrive_and
 def test_when_the_host_that_warms_the_cache_fails_the_next_one_still_pulls(registry, corpus, mirror, tmp_path):
     """Seeding without a seed endpoint: the first host pulls through the cache before the others. When it fails,
     the next host becomes the first of the batch; it must still pull, not take itself for the one that did."""
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where host01's store would go")
-    hosts = {f"host{n:02d}": {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / "stores" / f"host{n:02d}")} for n in range(1, 4)}
-    hosts["host01"]["prewarm_store_path"] = str(blocker / "store")
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    inventory = fleet_with_a_broken_store(tmp_path, 3, "host01")
     extra = {"prewarm_images": [f"{registry.host}/team/app:1"], "prewarm_store": "oci", "prewarm_mirrors": {registry.host: [mirror.url]}, "prewarm_seed": True}
-    playbook = tmp_path / "prewarm-only.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
-    done = run_playbook(str(playbook), extra, args=["-i", str(inventory)])[0]
+    done = run_playbook(prewarm_only(tmp_path), extra, args=["-i", inventory])[0]
     assert done.returncode != 0 and recap(done.stdout)["host01"][1] == 1
     for host in ("host02", "host03"):
         assert (tmp_path / "stores" / host / "index.json").exists(), f"{host} pulled: {done.stdout}"
@@ -239,9 +243,7 @@ def test_a_plan_that_fails_as_a_whole_says_why_and_the_pull_still_runs(tmp_path)
     """A plan that fails before any image (here an engine that does not answer) is reported by the summary with
     its message, and the pull runs after it and fails with its reason, as it would if the engine came back."""
     extra = {"prewarm_images": ["registry.invalid/team/app:1"], "prewarm_store": "docker", "prewarm_docker_host": f"unix://{tmp_path}/none.sock"}
-    playbook = tmp_path / "prewarm-only.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, "roles": ["dockyard.images.prewarm"]}]))
-    done, results = run_playbook(str(playbook), extra, args=["-i", "localhost,", "-c", "local"])
+    done, results = run_playbook(prewarm_only(tmp_path), extra, args=["-i", "localhost,", "-c", "local"])
     assert done.returncode != 0
     summary = next(r for r in results if r["task"].endswith("Say what each host will pull"))
     assert summary["status"] == "ok" and any(line.startswith("  failed: ") for line in summary["result"]["msg"]), summary
