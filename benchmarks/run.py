@@ -465,7 +465,8 @@ class ShapedPulls(ProxyCounts):
         super().__init__(registry, proxy)
         self.tls = tls
         self.names = [f"{proxy.host}/{name}" for name in corpus.images]
-        self.store, self.skopeo_store = bench.work / f"{step}-ours", bench.work / f"{step}-skopeo"
+        self.store, self.skopeo_store, self.raw = (bench.work / f"{step}-{side}" for side in ("ours", "skopeo", "raw"))
+        self.blobs = [(f"https://{proxy.host}/v2/{corpus.repos[digest]}/blobs/{digest}", digest, size) for digest, size in corpus.blobs.items()]
         oci = {"name": self.names, "ca_path": tls.ca_file, "store": "oci", "store_path": str(self.store)}
         in_containerd = {"name": self.names, "ca_path": tls.ca_file, "store": "containerd"}
         in_containerd.update(containerd_address=containerd.socket_path, containerd_namespace=CRI_NAMESPACE)
@@ -490,6 +491,11 @@ class ShapedPulls(ProxyCounts):
         for name in self.names:
             run(["skopeo", "copy", "-q", "--src-cert-dir", self.tls.cert_dir, f"docker://{name}", f"oci:{self.skopeo_store}:{name}"])
 
+    def fetch_blobs(self) -> None:
+        """benchmarks/floor.py through the proxy: start-up, then every blob fetched, hashed and written durably."""
+        env = dict(self.commands["oci"][1], REQUESTS_CA_BUNDLE=self.tls.ca_file)
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "floor.py"), str(self.raw)], input=json.dumps(self.blobs), text=True, env=env, check=True)
+
     def ctr_pulls(self) -> None:
         for name in self.names:
             run([*self.containerd.ctr, "images", "pull", "--hosts-dir", str(self.hosts_dir), "--tlscacert", self.tls.ca_file, name])
@@ -507,12 +513,12 @@ def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, conta
         size = f"{len(corpus.names)} images, {corpus.unique_bytes / MB:.0f} MB unique, over TLS"
         reset = ColdPulls.reset
 
-        def compared(title: str, target: str, sides: list, note: str = "") -> tuple:
-            """bench.compare of (label, prepare, counted as, action) sides, then the requests and connections each made; the row."""
+        def compared(title: str, target: str, sides: list, note: str = "") -> list:
+            """bench.compare of (label, prepare, counted as, action) sides, then the requests and connections each made; its rows."""
             bench.compare(title, target, [(label, prepare, pulls.counted(counted, action)) for label, prepare, counted, action in sides], note)
-            row = bench.rows[-1]
+            rows = bench.rows[1 - len(sides) :]
             pulls.record_counts(bench, title)
-            return row
+            return rows
 
         def nothing():
             """The stores hold the corpus from the cold pulls: a no-op run needs no preparing."""
@@ -523,6 +529,8 @@ def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, conta
             [
                 ("image_pull", reset(pulls.store), "image_pull", lambda: pulls.ours("oci", True)),
                 ("skopeo copy", reset(pulls.skopeo_store), "skopeo copy", pulls.skopeo),
+                # what this machine can do through the proxy at all: the proxy's own work shares its two cores
+                ("floor: start-up, then each blob fetched, hashed and fsynced (benchmarks/floor.py)", reset(pulls.raw), "floor.py", pulls.fetch_blobs),
             ],
             size,
         )
@@ -555,7 +563,7 @@ def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, conta
         )
     finally:
         proxy.stop()
-    network_floor(bench, corpus, rtt, rate, profile, [oci, in_containerd])
+    network_floor(bench, corpus, rtt, rate, profile, [*oci, *in_containerd])
 
 
 def network_floor(bench: Bench, corpus: Corpus, rtt: float, rate: float, profile: str, rows: list) -> None:
