@@ -12,7 +12,7 @@ ruff check .
 ruff format --check .
 
 echo "== pytest (unit and integration), with the coverage of module_utils"
-python3 -m coverage run -m pytest -q
+python3 -m pytest -q -n 2 --cov --cov-report=
 python3 hack/coverage_table.py
 
 echo "== module_utils with Debian's own python3-requests, as managed hosts have it"
