@@ -91,6 +91,7 @@ class Registry:
         self.index = Endpoint(transport, "index.docker.io", credentials.lookup(domain), base_url=DOCKER_HUB_INDEX) if domain == "docker.io" else self.upstream
         self.warnings = []
         self._warned = set()
+        self._warning = threading.Lock()  # images are fetched at once: one warning per mirror and reason
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -104,9 +105,11 @@ class Registry:
             except DockyardError as exc:
                 if endpoint is self.upstream or exc.reason in ("digest_mismatch", "invalid_argument"):
                     raise
-                if exc.reason != "not_found" and (endpoint.netloc, exc.reason) not in self._warned:
-                    self._warned.add((endpoint.netloc, exc.reason))
-                    self.warnings.append(f"mirror {endpoint.netloc} failed ({exc.reason}) {what}, so the next endpoint served it: {exc.message}")
+                if exc.reason != "not_found":
+                    with self._warning:
+                        if (endpoint.netloc, exc.reason) not in self._warned:
+                            self._warned.add((endpoint.netloc, exc.reason))
+                            self.warnings.append(f"mirror {endpoint.netloc} failed ({exc.reason}) {what}, so the next endpoint served it: {exc.message}")
         raise AssertionError("the upstream is always the last endpoint")  # pragma: no cover
 
     def probe(self) -> None:
