@@ -217,6 +217,17 @@ class _Transfers:
                 want.done.set()
 
 
+def read_workers(concurrency: int, images: int) -> int:
+    """Threads that read a copy's manifests, beside its `concurrency` blob transfers."""
+    return max(concurrency, resolve_workers(images))
+
+
+def copy_connections(concurrency: int, images: int) -> int:
+    """Connections a copy of `images` images may hold to one registry at once: its manifest reads and its
+    transfers. A connection pool any smaller would close the ones it cannot keep, and they would be opened again."""
+    return read_workers(concurrency, images) + concurrency
+
+
 class Copier:
     """Copies a list of references into `destination`, blobs `concurrency` at a time and manifests besides them;
     check mode only predicts."""
@@ -235,7 +246,7 @@ class Copier:
         # manifests are small requests bound by round trips: the manifests of an index are read at once,
         # besides the blobs, which start as soon as their manifest is read
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dockyard-copy")
-        reads = ThreadPoolExecutor(max_workers=max(self.concurrency, resolve_workers(len(plans))), thread_name_prefix="dockyard-copy-read")
+        reads = ThreadPoolExecutor(max_workers=read_workers(self.concurrency, len(plans)), thread_name_prefix="dockyard-copy-read")
         with pool, reads:
             self._reads, self._transfers = reads, _Transfers(pool, self._place)
             for plan, failure in each(plans, self._plan):

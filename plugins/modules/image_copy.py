@@ -185,12 +185,12 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     fail_on_errors,
     merged_spec,
     registry_argument_spec,
+    registry_client,
     run_and_exit,
     store_argument_spec,
-    transfer_client,
     transfer_settings,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, Copier, CopyRequest
+from ansible_collections.dockyard.images.plugins.module_utils._copy import COPIED, Copier, CopyRequest, copy_connections
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 
 
@@ -199,7 +199,7 @@ def run(module: AnsibleModule) -> dict:
     every_platform = (params["platform"] or "").lower() == "all"
     concurrency, platform = transfer_settings({**params, "platform": None} if every_platform else params)
     requests = [CopyRequest(parse_reference(text), None if every_platform else platform) for text in params["name"]]
-    client = transfer_client(params, len(requests))
+    client = registry_client(params, pool_size=copy_connections(concurrency, len(requests)) + 2)
     destination = client.destination(params["destination"])
     results = Copier(client, destination, concurrency, module.check_mode).copy(requests)
     for warning in client.warnings:
