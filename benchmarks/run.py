@@ -555,12 +555,13 @@ def shaped_network(bench: Bench, registry: RegistryServer, corpus: Corpus, conta
         )
         compared(
             f"no-op re-run, OCI store, {profile}",
-            "",
+            "start-up + <= 3 round trips, <= 0.5x skopeo",
             [
                 ("image_pull, policy always", nothing, "image_pull", lambda: pulls.ours("oci-always", False)),
                 ("skopeo copy again", nothing, "skopeo copy", pulls.skopeo),
             ],
         )
+        pulls.record_waits(bench, "image_pull", f"no-op re-run, OCI store, {profile}")
     finally:
         proxy.stop()
     network_floor(bench, corpus, rtt, rate, profile, [*oci, *in_containerd])
