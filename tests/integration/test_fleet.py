@@ -249,3 +249,32 @@ def test_a_plan_that_fails_as_a_whole_says_why_and_the_pull_still_runs(tmp_path)
     assert summary["status"] == "ok" and any(line.startswith("  failed: ") for line in summary["result"]["msg"]), summary
     pulled = next(r for r in results if r["task"].endswith("Pull the images"))
     assert pulled["status"] == "failed" and pulled["result"]["results"][0]["reason"] == "unreachable", pulled
+
+
+@pytest.mark.parametrize("applied", ["include_role", "roles"])
+def test_a_role_applied_to_some_hosts_pins_and_pulls_them_though_the_first_host_is_left_out(registry, corpus, mirror, tmp_path, applied):
+    """The role applied to every host but the first of the play, with a lock to take and seeding on: the
+    hosts it runs on resolve the lock, read their stores and pull the pinned digest; the first host is left alone."""
+    inventory = fleet_with_a_broken_store(tmp_path, 3, "host01")  # host01 is left out: its store is never touched
+    name = f"{registry.host}/team/app:1"
+    lockfile = tmp_path / "images.lock.yml"
+    extra = dict(seeded([name], registry, mirror, tmp_path), prewarm_lock=True, prewarm_lockfile=str(lockfile))
+    left_out = "inventory_hostname != 'host01'"
+    if applied == "include_role":
+        play = {"tasks": [{"ansible.builtin.include_role": {"name": "dockyard.images.prewarm"}, "when": left_out}]}
+    else:
+        play = {"roles": [{"role": "dockyard.images.prewarm", "when": left_out}]}
+    playbook = tmp_path / "some-hosts.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm some hosts", "hosts": "all", "gather_facts": False, **play}]))
+
+    done, results = run_playbook(str(playbook), extra, args=["-i", inventory])
+
+    assert done.returncode == 0, done.stdout
+    assert recap(done.stdout)["host01"] == (0, 0)
+    assert yaml.safe_load(lockfile.read_text()) == {"images": [{"reference": name, "digest": corpus.app.digest}]}
+    pulled = {r["host"]: r["result"] for r in results if r["task"].endswith("Pull the images")}
+    assert sorted(pulled) == ["host02", "host03"], [r["task"] for r in results]
+    references = {image["reference"] for result in pulled.values() for item in result["results"] for image in item["images"]}
+    assert references == {f"{name}@{corpus.app.digest}"}, "the hosts pulled the digest the lock resolved"
+    if applied == "include_role":  # with a when on the role, a task that runs once asks the first host's when, which is false
+        assert "0 of 2 hosts hold every image already" in done.stdout
