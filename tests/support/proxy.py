@@ -10,6 +10,7 @@ import http.client
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -20,12 +21,13 @@ from support.registry import free_port
 @dataclass
 class Fault:
     path: str  # a regular expression on the request path
-    kind: str  # "status", "reset", "corrupt", "redirect" (to headers["Location"]), "headers" (added to the answer)
+    kind: str  # "status", "reset", "corrupt", "redirect" (to headers["Location"]), "headers" (added to the answer), "delay"
     times: int = 1
     status: int = 429
     headers: dict = None
     after_bytes: int = 0
     method: str = "GET"
+    seconds: float = 0.0  # "delay": how long the request waits before it goes on to the registry
 
 
 class FaultProxy:
@@ -37,6 +39,7 @@ class FaultProxy:
         self.faults = []
         self.log = []  # (method, path, range header, status sent)
         self.authorization = []  # (path, Authorization header or None) for every request
+        self.in_flight = self.most_in_flight = 0  # requests being answered now, and the most there ever were at once
         self._lock = threading.Lock()
         proxy = self
 
@@ -47,7 +50,14 @@ class FaultProxy:
                 pass
 
             def do_GET(self):
-                proxy._handle(self)
+                with proxy._lock:
+                    proxy.in_flight += 1
+                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+                try:
+                    proxy._handle(self)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
 
             do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
@@ -84,6 +94,8 @@ class FaultProxy:
         fault = self._take(handler.command, handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
         if fault is not None and fault.kind == "redirect":
             self._record(handler, 307)
             handler.send_response(307)
@@ -102,7 +114,10 @@ class FaultProxy:
             handler.end_headers()
             handler.wfile.write(payload)
             return
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        headers = {}  # a header sent more than once (dockerd sends an Accept for each media type) goes on as one list
+        for key, value in handler.headers.items():
+            if key.lower() not in ("host", "connection"):
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
         headers["Host"] = self.upstream.netloc
         connection = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
         connection.request(handler.command, handler.path, body=body, headers=headers)
