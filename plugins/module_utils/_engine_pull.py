@@ -62,14 +62,23 @@ class EnginePuller:
 
     def pull(self, requests: list) -> list:
         results = [PullResult(request) for request in requests]
-        # dockerd fetches a layer once for concurrent pulls; Podman would fetch it once per pull.
+        # Every image is looked at at once (the engine's inspect, and for a held tag with policy always a
+        # HEAD), so a run that moves nothing waits on one round of HEADs however many images it names.
+        # Then the engine pulls what must move: dockerd `concurrency` at a time, as it fetches a layer once
+        # for concurrent pulls; Podman one at a time, as it would fetch it once per pull.
+        engine_pulls = {}  # id of a result: what the engine held of it before
+        for result, failure in each(results, lambda result: self._decide(result, engine_pulls)):
+            result.error = failure
+        waiting = [result for result in results if id(result) in engine_pulls]
         workers = self.concurrency if self.store.kind == "docker" else 1
-        for result, failure in each(results, self._pull_one, workers):
+        for result, failure in each(waiting, lambda result: self._pull_one(result, *engine_pulls[id(result)]), workers):
             result.error = failure
         first_brings_shared_layers(results)
         return results
 
-    def _pull_one(self, result: PullResult) -> None:
+    def _decide(self, result: PullResult, engine_pulls: dict) -> None:
+        """Fill in `result` where the engine need not pull: it holds the image, or check mode predicts the pull.
+        Otherwise note in `engine_pulls` what the engine held before."""
         request = result.request
         before = self.store.find(request.reference)
         if before is not None and request.platform_explicit and not _runs_on(before, request.platform):
@@ -89,8 +98,11 @@ class EnginePuller:
         if self.check_mode:
             self._predict(result, registry, head_digest, before)
         else:
-            self._engine_pull(result, before)
-            result.changed = result.changed or not held
+            engine_pulls[id(result)] = (before, held)
+
+    def _pull_one(self, result: PullResult, before: Optional[dict], held: bool) -> None:
+        self._engine_pull(result, before)
+        result.changed = result.changed or not held
 
     def _report_present(self, result: PullResult, inspect: dict) -> None:
         record = self.store.record_for(inspect, None, {})

@@ -213,6 +213,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._args import (
     transfer_client,
     transfer_settings,
 )
+from ansible_collections.dockyard.images.plugins.module_utils._batch import resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._stores import PullRequest
 
@@ -221,7 +222,7 @@ def run(module: AnsibleModule) -> dict:
     params = module.params
     concurrency, platform = transfer_settings(params)
     requests = [PullRequest(parse_reference(text), platform, bool(params["platform"]), params["policy"]) for text in params["name"]]
-    store = store_from_params(params, pool_size=concurrency + 2)
+    store = store_from_params(params, pool_size=max(concurrency, resolve_workers(len(requests))) + 2)  # an engine is asked about every image at once
     client = transfer_client(params, len(requests))
     results = store.puller(client, concurrency, module.check_mode).pull(requests)
     images = [result.to_dict(text) for result, text in zip(results, params["name"])]

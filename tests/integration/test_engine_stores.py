@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from support.ansible import run_module
+from support.images import Pusher
+from support.proxy import Fault, FaultProxy
 from support.registry import PASSWORD, USER
 
 
@@ -47,6 +49,29 @@ def test_reruns_are_unchanged_and_ask_the_registry_at_most_a_head(engine, regist
     assert always["changed"] is False, always
     assert [method for method, path, status in registry.image_requests_since(mark)] == ["HEAD"]
     assert always["images"][0]["digest"] == corpus.app.digest
+
+
+def test_a_policy_always_rerun_asks_about_every_image_at_once(docker_engine, registry, corpus):
+    """With nothing moved, a re-run waits on one round of HEADs however many images it names, not one
+    round per `concurrency` images: each HEAD is held a moment at the proxy, and all of them are there at once."""
+    docker_engine.remove_all_images()
+    docker_engine.kind = "docker"
+    names = [f"team/wide:{n}" for n in range(1, 7)]  # more than the 3 pulls the engine runs at once
+    pusher = Pusher(registry.url)
+    for name in names:
+        pusher.image(*name.split(":"), corpus.app)
+    proxy = FaultProxy(registry.url).start()
+    try:
+        names = [f"{proxy.host}/{name}" for name in names]
+        assert pull(docker_engine, names)["changed"] is True
+        proxy.add(Fault("/manifests/", "delay", times=len(names), method="HEAD", seconds=1.0))
+        proxy.most_in_flight = 0
+        again = pull(docker_engine, names, policy="always")
+        assert again["changed"] is False, again
+        assert [method for method, path, _range, status in proxy.log[-len(names) :]] == ["HEAD"] * len(names)
+        assert proxy.most_in_flight == len(names)
+    finally:
+        proxy.stop()
 
 
 def test_check_mode_agrees_with_the_real_run(engine, registry, corpus):
