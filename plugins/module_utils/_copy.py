@@ -223,9 +223,10 @@ def read_workers(concurrency: int, images: int) -> int:
 
 
 def copy_connections(concurrency: int, images: int) -> int:
-    """Connections a copy of `images` images may hold to one registry at once: its manifest reads and its
-    transfers. A connection pool any smaller would close the ones it cannot keep, and they would be opened again."""
-    return read_workers(concurrency, images) + concurrency
+    """Connections a copy of `images` images may hold to one registry at once: its plans, its manifest reads
+    and its transfers. A connection pool any smaller would close the ones it cannot keep, and they would be
+    opened again."""
+    return resolve_workers(images) + read_workers(concurrency, images) + concurrency
 
 
 class Copier:

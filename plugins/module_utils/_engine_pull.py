@@ -62,19 +62,38 @@ class EnginePuller:
 
     def pull(self, requests: list) -> list:
         results = [PullResult(request) for request in requests]
-        # Every image is looked at at once (the engine's inspect, and for a held tag with policy always a
-        # HEAD), so a run that moves nothing waits on one round of HEADs however many images it names.
-        # Then the engine pulls what must move: dockerd `concurrency` at a time, as it fetches a layer once
-        # for concurrent pulls; Podman one at a time, as it would fetch it once per pull.
-        engine_pulls = {}  # id of a result: what the engine held of it before
-        for result, failure in each(results, lambda result: self._decide(result, engine_pulls)):
-            result.error = failure
-        waiting = [result for result in results if id(result) in engine_pulls]
-        workers = self.concurrency if self.store.kind == "docker" else 1
-        for result, failure in each(waiting, lambda result: self._pull_one(result, *engine_pulls[id(result)]), workers):
-            result.error = failure
+        # Every image is looked at at once, up to eight at a time (the engine's inspect, and for a held tag
+        # with policy always a HEAD), so a run that moves nothing waits on a round of HEADs for every eight
+        # images, not for every `concurrency`. Then the engine pulls what must move.
+        befores = self._look(results)
+        firsts, later = {}, []  # an image named twice is pulled once; the second name is looked at again after
+        for result in results:
+            if id(result) not in befores:
+                continue
+            key = (result.request.reference.stored_name, str(result.request.platform), result.request.platform_explicit)
+            if key in firsts:
+                later.append(result)
+            else:
+                firsts[key] = result
+        self._engine_pulls(list(firsts.values()), befores)
+        self._engine_pulls(later, self._look(later))
         first_brings_shared_layers(results)
         return results
+
+    def _look(self, results: list) -> dict:
+        """`_decide` for each result at once; of those the engine must pull, the id of each and what the engine held of it."""
+        befores = {}
+        for result, failure in each(results, lambda result: self._decide(result, befores)):
+            result.error = failure
+        return befores
+
+    def _engine_pulls(self, results: list, befores: dict) -> None:
+        """The engine pulls `results`: dockerd `concurrency` at a time, as it fetches a layer once for concurrent
+        pulls; Podman one at a time, as it would fetch it once per pull."""
+        workers = self.concurrency if self.store.kind == "docker" else 1
+        waiting = [result for result in results if id(result) in befores]
+        for result, failure in each(waiting, lambda result: self._pull_one(result, *befores[id(result)]), workers):
+            result.error = failure
 
     def _decide(self, result: PullResult, engine_pulls: dict) -> None:
         """Fill in `result` where the engine need not pull: it holds the image, or check mode predicts the pull.

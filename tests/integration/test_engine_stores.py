@@ -74,6 +74,16 @@ def test_a_policy_always_rerun_asks_about_every_image_at_once(docker_engine, reg
         proxy.stop()
 
 
+def test_an_image_named_twice_is_pulled_once(engine, registry, corpus):
+    name = f"{registry.host}/team/app:1"
+    mark = registry.mark()
+    result = pull(engine, [name, name])
+    assert [image["changed"] for image in result["images"]] == [True, False], result
+    assert [image["digest"] for image in result["images"]] == [corpus.app.digest] * 2
+    layer_gets = [path for method, path, status in registry.requests_since(mark) if method == "GET" and corpus.app.layers[1].digest in path]
+    assert len(layer_gets) == 1, layer_gets
+
+
 def test_check_mode_agrees_with_the_real_run(engine, registry, corpus):
     pull(engine, f"{registry.host}/team/app:1")
     name = f"{registry.host}/team/worker:1"
