@@ -295,13 +295,20 @@ def _lines(events: list) -> tuple:
 # -- fixtures and helpers -------------------------------------------------------------------------
 
 
+@pytest.fixture
+def sockets():
+    """A folder for the engines' sockets, short (a unix socket path has a length limit): named before `scratch`
+    moves tempfile's folder under tmp_path."""
+    directory = tempfile.mkdtemp(prefix="dy-engarch-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(params=["docker", "podman"])
-def engine(request):
-    directory = tempfile.mkdtemp(prefix="dy-engarch-")  # short: a unix socket path has a length limit
-    server = ScriptedEngine(request.param, directory).start()
+def engine(request, sockets):
+    server = ScriptedEngine(request.param, sockets).start()
     yield server
     server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -559,9 +566,8 @@ def test_an_engine_that_says_it_loaded_but_holds_nothing_under_the_name_fails_en
     assert app["failed"] is True and app["reason"] == "engine_error" and "holds nothing under this name" in app["msg"]
 
 
-def test_an_export_loads_into_the_other_engine_with_the_same_ids(tmp_path, scratch):
-    directory = tempfile.mkdtemp(prefix="dy-engarch-")
-    docker, podman = ScriptedEngine("docker", directory).start(), ScriptedEngine("podman", directory).start()
+def test_an_export_loads_into_the_other_engine_with_the_same_ids(tmp_path, sockets, scratch):
+    docker, podman = ScriptedEngine("docker", sockets).start(), ScriptedEngine("podman", sockets).start()
     try:
         docker.hold(APP, APP_NAME)
         docker.hold(WORKER, WORKER_NAME)
@@ -575,7 +581,6 @@ def test_an_export_loads_into_the_other_engine_with_the_same_ids(tmp_path, scrat
     finally:
         docker.stop()
         podman.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_layer_statuses_follow_chain_ids_not_layer_digests(engine, tmp_path):
