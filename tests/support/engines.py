@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from typing import Optional
 
 from support.registry import stop_process, wait_for
@@ -97,6 +98,7 @@ class PodmanService(Engine):
         self.socket_path = os.path.join(workdir, "podman.sock")
         self.insecure_registries = insecure_registries
         self.process = None
+        self.runroot = None
 
     def start(self) -> PodmanService:
         os.makedirs(self.workdir, exist_ok=True)
@@ -106,10 +108,11 @@ class PodmanService(Engine):
             for host in self.insecure_registries:
                 handle.write(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
         env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=conf)
+        self.runroot = tempfile.mkdtemp(prefix="dy-podman-")  # podman refuses a runroot longer than 50 characters
         command = [
             "podman",
             "--root", os.path.join(self.workdir, "root"),
-            "--runroot", os.path.join(self.workdir, "run"),
+            "--runroot", self.runroot,
             "--storage-driver", "vfs",
             "--cgroup-manager", "cgroupfs",
             "--events-backend", "file",
@@ -117,8 +120,19 @@ class PodmanService(Engine):
         ]  # fmt: skip
         with open(os.path.join(self.workdir, "podman.log"), "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        wait_for(lambda: os.path.exists(self.socket_path) and self.ping(), timeout=60, what="podman system service")
+        wait_for(lambda: self._running() and os.path.exists(self.socket_path) and self.ping(), timeout=60, what="podman system service")
         return self
+
+    def _running(self) -> bool:
+        if self.process.poll() is not None:
+            with open(os.path.join(self.workdir, "podman.log"), encoding="utf-8", errors="replace") as log:
+                raise RuntimeError(f"podman system service exited: {log.read()[-2000:]}")
+        return True
+
+    def stop(self) -> None:
+        super().stop()
+        if self.runroot:
+            shutil.rmtree(self.runroot, ignore_errors=True)
 
 
 class ContainerdService:
