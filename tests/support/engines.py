@@ -89,6 +89,15 @@ class DockerEngine(Engine):
         wait_for(lambda: os.path.exists(self.socket_path) and self.ping(), timeout=60, what="dockerd")
         return self
 
+    def stop(self) -> None:
+        super().stop()
+        # what dockerd mounted under its folders and left (a host-network container's namespace) goes too,
+        # or the folder could never be removed
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            points = [line.split()[1] for line in mounts]
+        for point in sorted((point for point in points if point.startswith(self.workdir + os.sep)), reverse=True):
+            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
+
 
 class PodmanService(Engine):
     """`podman system service` with its own root, vfs storage, and the test registries as insecure."""
