@@ -177,6 +177,34 @@ def test_a_lockfile_pins_the_fleet_even_when_the_tag_moves(registry, corpus, fle
     assert digests == {corpus.app.digest}, "every host got the locked digest, not the moved tag"
 
 
+def test_a_lock_pins_every_host_s_own_list_and_an_image_the_lockfile_lacks_is_pulled_by_its_tag(registry, corpus, tmp_path):
+    """Hosts whose inventory gives each its own list: the lock resolves every list of the batch, not the first
+    host's alone; an image added to the list later, which the lockfile does not pin, is pulled by its tag."""
+    app, worker = f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"
+    lists = {"host01": [app], "host02": [worker], "host03": [app]}
+    hosts = {host: {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / host), "prewarm_images": names} for host, names in lists.items()}
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    lockfile = tmp_path / "images.lock.yml"
+    extra = {"prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True}
+
+    done = run_playbook(prewarm_only(tmp_path), extra, args=["-i", str(inventory)])[0]
+
+    assert done.returncode == 0, done.stdout
+    pins = {entry["reference"]: entry["digest"] for entry in yaml.safe_load(lockfile.read_text())["images"]}
+    assert pins == {app: corpus.app.digest, worker: corpus.worker.digest}
+
+    Pusher(registry.url).image("team/added", "1", corpus.worker)
+    added = f"{registry.host}/team/added:1"
+    relisted = dict(extra, prewarm_lock=False, prewarm_images=[app, worker, added])
+    again, results = run_playbook(prewarm_only(tmp_path), relisted, args=["-i", str(inventory), "--limit", "host01"])
+
+    assert again.returncode == 0, again.stdout
+    pulled = next(r["result"] for r in results if r["task"].endswith("Pull the images"))
+    references = {image["reference"] for item in pulled["results"] for image in item["images"]}
+    assert references == {f"{app}@{corpus.app.digest}", f"{worker}@{corpus.worker.digest}", added}
+
+
 def test_check_mode_predicts_per_host_what_would_be_pulled_and_writes_nothing(registry, corpus, fleet, tmp_path):
     names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
     lockfile = tmp_path / "check.lock.yml"
