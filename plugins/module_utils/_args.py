@@ -12,6 +12,8 @@ from __future__ import annotations
 import gc
 import os
 import traceback
+from importlib.util import find_spec
+from typing import TYPE_CHECKING
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -27,10 +29,10 @@ from ansible_collections.dockyard.images.plugins.module_utils._batch import reso
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
-from ansible_collections.dockyard.images.plugins.module_utils._requests import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.dockyard.images.plugins.module_utils._stores import StoreOptions, open_store
-from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions, parse_endpoint_address
+
+if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 
 class DockyardModule(AnsibleModule):
@@ -106,6 +108,10 @@ def merged_spec(own: dict, *groups) -> dict:
 
 def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     """A registry client configured from a module's registry options."""
+    # loaded here, not with this file: a task that reads only its store spends no time loading requests
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+    from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions, parse_endpoint_address
+
     check_timeout(params)
     if not 0 <= params["retries"] <= MAX_RETRIES:
         raise DockyardError("invalid_argument", f"retries must be from 0 to {MAX_RETRIES}, not {params['retries']}")
@@ -176,11 +182,10 @@ def fail_on_errors(module, outcome: dict, errors: list) -> dict:
 
 def run_and_exit(module, work) -> None:
     """Exit `module` with what `work()` returns, or fail it with the error's message and reason."""
-    if not HAS_REQUESTS:
+    if find_spec("requests") is None or find_spec("urllib3") is None:  # found, not loaded: see registry_client
         module.fail_json(
             msg="the Python library requests is needed on the managed host: install python3-requests or pip install requests",
             reason="invalid_argument",
-            exception=REQUESTS_IMPORT_ERROR,
         )
     # A module is a short-lived process: what it has loaded lives until it exits. The module turned
     # garbage collection off before loading (collecting while loading took about 10 ms to free a few

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._batch import each
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -21,8 +21,10 @@ from ansible_collections.dockyard.images.plugins.module_utils._layers import sha
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import ImageConfig, Manifest, ResolvedImage, index_entries, read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, available_platforms, host_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, image_id_prefix, parse_reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import Registry, RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ImageRecord, LayerRecord, PullRequest, Store, select_all
+
+if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import Registry, RegistryClient
 
 
 def store_facts(store: Store, names: Optional[list[str]], platform: Optional[Platform]) -> tuple[dict, list[str]]:

@@ -22,14 +22,13 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Protocol
 
 from ansible_collections.dockyard.images.plugins.module_utils._batch import each, largest_first, safely
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor, Manifest, ResolvedImage, read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     ALREADY_EXISTS,
     MISSING,
@@ -40,6 +39,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     PullRequest,
     PullResult,
 )
+
+if TYPE_CHECKING:
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 
 @dataclass
