@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 from support.ansible import run_module
@@ -107,3 +109,16 @@ def test_a_tag_pinned_to_a_digest_is_found_only_with_that_digest(registry, corpu
     facts = run_module("image_facts", {"store_path": store, "name": [pinned, elsewhere]})
     assert [image["digest"] for image in facts["images"]] == [corpus.app.digest]
     assert facts["missing"] == [elsewhere]
+
+
+def test_a_host_without_requests_is_told_what_to_install(registry, store, tmp_path):
+    """requests is only loaded once a task talks to a registry, yet a host without it is told so by every task,
+    a read of its store too, rather than failing later with a traceback or working for some tasks only."""
+    python = tmp_path / "bare" / "bin" / "python3"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    assert subprocess.run([str(python), "-c", "import requests"], capture_output=True, check=False).returncode != 0
+
+    for args in ({"store": "oci", "store_path": store}, {"name": [f"{registry.host}/team/app:1"], "remote": True}):
+        result = run_module("image_facts", args, env={"ANSIBLE_PYTHON_INTERPRETER": str(python)})
+        assert result["failed"] and result["reason"] == "invalid_argument", result
+        assert "install python3-requests" in result["msg"]
