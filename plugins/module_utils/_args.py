@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import traceback
 from importlib.util import find_spec
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -26,13 +27,15 @@ from ansible_collections.dockyard.images.plugins.module_utils._auth import (
     userinfo_password,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._batch import resolve_workers
+from ansible_collections.dockyard.images.plugins.module_utils._endpoints import RegistryOptions, parse_endpoint_address
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._stores import StoreOptions, open_store
 
 if TYPE_CHECKING:
-    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+    from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import Registry, RegistryClient
 
 
 class DockyardModule(AnsibleModule):
@@ -110,8 +113,12 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     """A registry client configured from a module's registry options."""
     # loaded here, not with this file: a task that reads only its store spends no time loading requests
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
-    from ansible_collections.dockyard.images.plugins.module_utils._transport import RegistryOptions, parse_endpoint_address
 
+    return RegistryClient(*registry_settings(params), pool_size=pool_size)
+
+
+def registry_settings(params: dict) -> tuple[CredentialStore, RegistryOptions]:
+    """(credentials, options) from a module's registry options, every one checked: invalid_argument if one is wrong."""
     check_timeout(params)
     if not 0 <= params["retries"] <= MAX_RETRIES:
         raise DockyardError("invalid_argument", f"retries must be from 0 to {MAX_RETRIES}, not {params['retries']}")
@@ -136,8 +143,39 @@ def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
         insecure_registries=insecure,
         mirrors=mirrors,
     )
-    credentials = CredentialStore(params.get("registry_auth"), params.get("docker_config"))
-    return RegistryClient(credentials, options, pool_size=pool_size)
+    return CredentialStore(params.get("registry_auth"), params.get("docker_config")), options
+
+
+class DeferredClient:
+    """A registry client made when a task first asks a registry something, its options checked at once: a pull
+    that finds every image in its store neither loads requests nor opens a connection pool."""
+
+    def __init__(self, params: dict, pool_size: int):
+        self.credentials, self._options = registry_settings(params)
+        self._pool_size = pool_size
+        self._client: Optional[RegistryClient] = None
+        self._lock = threading.Lock()
+
+    def _made(self) -> RegistryClient:
+        with self._lock:
+            if self._client is None:
+                from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
+
+                self._client = RegistryClient(self.credentials, self._options, pool_size=self._pool_size)
+            return self._client
+
+    def for_reference(self, reference: Reference) -> Registry:
+        return self._made().for_reference(reference)
+
+    def registry(self, domain: str) -> Registry:
+        return self._made().registry(domain)
+
+    @property
+    def warnings(self) -> list:
+        return self._client.warnings if self._client is not None else []
+
+    def rate_limit(self) -> Optional[dict]:
+        return self._client.rate_limit() if self._client is not None else None
 
 
 def check_timeout(params: dict) -> None:
@@ -152,9 +190,9 @@ def transfer_settings(params: dict) -> tuple:
     return params["concurrency"], parse_platform(params["platform"]) if params["platform"] else host_platform()
 
 
-def transfer_client(params: dict, images: int) -> RegistryClient:
+def transfer_client(params: dict, images: int) -> DeferredClient:
     """The client of a task that resolves `images` images at once and moves blobs `concurrency` at a time."""
-    return registry_client(params, pool_size=max(params["concurrency"], resolve_workers(images)) + 2)
+    return DeferredClient(params, pool_size=max(params["concurrency"], resolve_workers(images)) + 2)
 
 
 def store_from_params(params: dict, pool_size: int = 10):

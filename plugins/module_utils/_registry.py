@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore, redact_userinfo, registry_host, shown
 from ansible_collections.dockyard.images.plugins.module_utils._blob import BlobSink, MemorySink, sha256_digest
+from ansible_collections.dockyard.images.plugins.module_utils._endpoints import parse_endpoint_address
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     ACCEPT,
@@ -41,7 +42,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     Transport,
     endpoint_at,
     next_link,
-    parse_endpoint_address,
     raw_chunks,
     registry_endpoint,
     release,

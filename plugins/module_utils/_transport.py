@@ -30,14 +30,14 @@ import threading
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, basic_header, keep_secret, redact_userinfo, scrub, shown
 from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK
+from ansible_collections.dockyard.images.plugins.module_utils._endpoints import EndpointAddress, RegistryOptions
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._requests import (
     HAS_REQUESTS,
     HTTPAdapter,
@@ -94,21 +94,6 @@ class RateLimit:
 
     def to_dict(self) -> dict:
         return {"limit": self.limit, "remaining": self.remaining, "source": self.source}
-
-
-@dataclass
-class RegistryOptions:
-    """How to talk to registries: timeouts, retries, TLS and mirrors, from the task's options."""
-
-    timeout: float = 60.0
-    retries: int = 4
-    validate_certs: bool = True
-    ca_path: Optional[str] = None
-    insecure_registries: tuple = ()
-    mirrors: dict = field(default_factory=dict)
-    max_retry_after: float = 60.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
 
 
 # -- origins and the credential rule ------------------------------------------------------------
@@ -892,38 +877,6 @@ def short(exc: Exception) -> str:
 
 
 # -- endpoints named by the user ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EndpointAddress:
-    """A registry endpoint as a user wrote it: `host[:port]`, or `http(s)://host[:port]`."""
-
-    netloc: str
-    scheme: Optional[str]  # None: found as a registry's is (https, or plain HTTP where allowed)
-
-
-def parse_endpoint_address(text, what: str) -> EndpointAddress:
-    """Parse an endpoint a user gave (a mirror, a copy destination, a registry to search); invalid_argument if it is not one.
-
-    Credentials in the URL are refused (they belong in registry_auth), and the message does not repeat them.
-    """
-    shown = redact_userinfo(text) if isinstance(text, str) else repr(text)
-    if not isinstance(text, str) or not text.strip():
-        raise DockyardError("invalid_argument", f"{what} {shown!r} is not a registry endpoint; give http(s)://host[:port] or host[:port]")
-    explicit = "://" in text
-    try:
-        parts = urlsplit(text if explicit else "https://" + text)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-    except ValueError:
-        parts = None
-    usage = "give http(s)://host[:port] or host[:port]"
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query or parts.fragment:
-        raise DockyardError("invalid_argument", f"{what} {shown!r} is not a registry endpoint; {usage}")
-    if parts.username is not None or parts.password is not None:
-        raise DockyardError("invalid_argument", f"{what} {shown!r} has credentials in it; give them in registry_auth for its host, and the URL without them")
-    if not is_registry_host(parts.netloc):
-        raise DockyardError("invalid_argument", f"{what} {shown!r}: {parts.netloc!r} is not a valid host[:port] (ports run from 1 to 65535); {usage}")
-    return EndpointAddress(parts.netloc.lower(), parts.scheme if explicit else None)
 
 
 def endpoint_at(transport: Transport, address: EndpointAddress, credentials: Optional[CredentialStore]) -> Endpoint:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from support.ansible import run_module
 
@@ -86,6 +87,29 @@ def test_a_rerun_changes_nothing_and_fetches_nothing(registry, corpus, store):
     assert always["changed"] is False
     assert [entry[0] for entry in seen] == ["HEAD", "HEAD"], seen
     assert always["images"][0]["digest"] == corpus.app.digest
+
+
+def test_a_rerun_that_finds_every_image_in_its_store_loads_no_http_library(registry, corpus, store, tmp_path):
+    """The common re-run (policy missing, everything held) starts no registry client at all; a bad mirror is
+    still refused at once, before the store is looked at."""
+    imports = tmp_path / "imports.log"
+    python = tmp_path / "python"  # the module's interpreter, logging what the module process loads
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -X importtime "$@" 2>>"{imports}"\n')
+    python.chmod(0o755)
+    names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
+    env = {"ANSIBLE_PYTHON_INTERPRETER": str(python)}
+    assert run_module("image_pull", {"name": names, "store_path": store}, env=env)["changed"] is True
+    assert " requests\n" in imports.read_text(), "a pull that fetches loads requests"
+
+    imports.write_text("")
+    again = run_module("image_pull", {"name": names, "store_path": store}, env=env)
+
+    assert again["changed"] is False and not again["failed"], again
+    loaded = imports.read_text()
+    assert "_oci" in loaded, "the log is of the module process"
+    assert " requests\n" not in loaded and "urllib3" not in loaded and "._registry\n" not in loaded
+    refused = run_module("image_pull", {"name": names, "store_path": store, "mirrors": {registry.host: ["ftp://nowhere"]}})
+    assert refused["failed"] and refused["reason"] == "invalid_argument", refused
 
 
 def test_check_mode_predicts_exactly_what_the_real_run_does(registry, corpus, store):

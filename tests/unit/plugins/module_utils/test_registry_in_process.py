@@ -25,12 +25,13 @@ import pytest
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import CredentialStore
 from ansible_collections.dockyard.images.plugins.module_utils._blob import MemorySink
+from ansible_collections.dockyard.images.plugins.module_utils._endpoints import parse_endpoint_address
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import ACCEPT, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, Descriptor
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
-from ansible_collections.dockyard.images.plugins.module_utils._transport import MAX_REDIRECTS, MIN_RATE, RegistryOptions, parse_endpoint_address
+from ansible_collections.dockyard.images.plugins.module_utils._transport import MAX_REDIRECTS, MIN_RATE, RegistryOptions
 from support.images import LAYER_TYPES, Image, Index, digest_of, make_layer, random_layer
 
 USER, PASSWORD = "alice", "s3cret"

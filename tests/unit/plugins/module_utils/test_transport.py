@@ -8,6 +8,7 @@ import time
 import pytest
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import redact_userinfo
+from ansible_collections.dockyard.images.plugins.module_utils._endpoints import parse_endpoint_address
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._transport import (
     MIN_RATE,
@@ -18,7 +19,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     may_carry_credentials,
     next_link,
     parse_challenges,
-    parse_endpoint_address,
     reason_for,
     retry_after,
 )

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.dockyard.images.plugins.module_utils import _auth
 from ansible_collections.dockyard.images.plugins.module_utils._auth import Credential, CredentialStore, redact_userinfo, registry_host
+from ansible_collections.dockyard.images.plugins.module_utils._endpoints import parse_endpoint_address
 from ansible_collections.dockyard.images.plugins.module_utils._errors import REASONS, DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     DOCKER_CONFIG,
@@ -60,7 +61,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._transport import 
     may_carry_credentials,
     next_link,
     parse_challenges,
-    parse_endpoint_address,
     retry_after,
 )
 
