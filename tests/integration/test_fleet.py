@@ -177,9 +177,17 @@ def test_a_lockfile_pins_the_fleet_even_when_the_tag_moves(registry, corpus, fle
     assert digests == {corpus.app.digest}, "every host got the locked digest, not the moved tag"
 
 
-def test_a_lock_pins_every_host_s_own_list_and_an_image_the_lockfile_lacks_is_pulled_by_its_tag(registry, corpus, tmp_path):
-    """Hosts whose inventory gives each its own list: the lock resolves every list of the batch, not the first
-    host's alone; an image added to the list later, which the lockfile does not pin, is pulled by its tag."""
+def one_play(tmp_path, **play) -> str:
+    """A playbook of one play that applies the prewarm role, with `play`'s keywords (serial, vars)."""
+    playbook = tmp_path / "one-play.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Pre-warm", "hosts": "all", "gather_facts": False, **play, "roles": ["dockyard.images.prewarm"]}]))
+    return str(playbook)
+
+
+def test_a_lock_pins_every_host_s_own_list_across_batches_and_an_unpinned_image_fails_before_any_pull(registry, corpus, tmp_path):
+    """Hosts whose inventory gives each its own list, one host per batch: the lockfile holds every list of the
+    play, not the first host's nor the last batch's alone. An image added to the list later, which the lockfile
+    does not pin, fails the host with its name before anything is pulled, rather than being pulled by its tag."""
     app, worker = f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"
     lists = {"host01": [app], "host02": [worker], "host03": [app]}
     hosts = {host: {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / host), "prewarm_images": names} for host, names in lists.items()}
@@ -188,21 +196,40 @@ def test_a_lock_pins_every_host_s_own_list_and_an_image_the_lockfile_lacks_is_pu
     lockfile = tmp_path / "images.lock.yml"
     extra = {"prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True}
 
-    done = run_playbook(prewarm_only(tmp_path), extra, args=["-i", str(inventory)])[0]
+    done = run_playbook(one_play(tmp_path, serial=1), extra, args=["-i", str(inventory)])[0]
 
     assert done.returncode == 0, done.stdout
     pins = {entry["reference"]: entry["digest"] for entry in yaml.safe_load(lockfile.read_text())["images"]}
     assert pins == {app: corpus.app.digest, worker: corpus.worker.digest}
 
     Pusher(registry.url).image("team/added", "1", corpus.worker)
-    added = f"{registry.host}/team/added:1"
-    relisted = dict(extra, prewarm_lock=False, prewarm_images=[app, worker, added])
-    again, results = run_playbook(prewarm_only(tmp_path), relisted, args=["-i", str(inventory), "--limit", "host01"])
+    relisted = dict(extra, prewarm_lock=False, prewarm_images=[app, f"{registry.host}/team/added:1"])
+    (tmp_path / "host01").rename(tmp_path / "host01-before")
+    again = run_playbook(one_play(tmp_path), relisted, args=["-i", str(inventory), "--limit", "host01"])[0]
 
-    assert again.returncode == 0, again.stdout
-    pulled = next(r["result"] for r in results if r["task"].endswith("Pull the images"))
-    references = {image["reference"] for item in pulled["results"] for image in item["images"]}
-    assert references == {f"{app}@{corpus.app.digest}", f"{worker}@{corpus.worker.digest}", added}
+    assert again.returncode != 0
+    assert f"{registry.host}/team/added:1 has no digest in the lockfile" in again.stdout
+    assert not (tmp_path / "host01").exists(), "nothing was pulled"
+
+
+def test_a_lock_pins_the_list_the_play_gives_over_the_inventory_s(registry, corpus, tmp_path):
+    """The list a host pulls is the play's when the play sets one, whatever the inventory says (even where the
+    inventory's would not do): the lock pins that list, and the host pulls its pinned digest."""
+    app, worker = f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"
+    hosts = {host: {"ansible_connection": "local", "prewarm_store_path": str(tmp_path / host)} for host in ("host01", "host02")}
+    hosts["host02"]["prewarm_images"] = worker  # a string, not a list: wrong, but never used
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts, "vars": {"prewarm_images": [app]}}}))
+    lockfile = tmp_path / "images.lock.yml"
+    extra = {"prewarm_store": "oci", "prewarm_lockfile": str(lockfile), "prewarm_lock": True}
+
+    done, results = run_playbook(one_play(tmp_path, vars={"prewarm_images": [worker]}), extra, args=["-i", str(inventory)])
+
+    assert done.returncode == 0, done.stdout
+    assert yaml.safe_load(lockfile.read_text()) == {"images": [{"reference": worker, "digest": corpus.worker.digest}]}
+    pulled = [r["result"] for r in results if r["task"].endswith("Pull the images")]
+    references = {image["reference"] for result in pulled for item in result["results"] for image in item["images"]}
+    assert len(pulled) == 2 and references == {f"{worker}@{corpus.worker.digest}"}
 
 
 def test_check_mode_predicts_per_host_what_would_be_pulled_and_writes_nothing(registry, corpus, fleet, tmp_path):

@@ -10,6 +10,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.dockyard.images.plugins.filter.canonical_reference import canonical_reference
 from ansible_collections.dockyard.images.plugins.filter.images_table import images_table
 from ansible_collections.dockyard.images.plugins.filter.lacking_by_platform import lacking_by_platform
+from ansible_collections.dockyard.images.plugins.filter.pin import pin
 from ansible_collections.dockyard.images.plugins.filter.pull_summary import pull_summary
 from ansible_collections.dockyard.images.plugins.filter.reference import parse_reference
 from ansible_collections.dockyard.images.plugins.plugin_utils._report import human_size, time_ago
@@ -26,6 +27,16 @@ def test_references_written_differently_have_one_canonical_form():
     assert canonical_reference("localhost:5000/app") == "localhost:5000/app:latest"
     with pytest.raises(AnsibleFilterError, match="lowercase"):
         canonical_reference("Redis")
+
+
+def test_a_pin_is_found_by_canonical_name_and_a_required_one_names_the_tag_the_lockfile_lacks():
+    digest = "sha256:" + "a" * 64
+    pins = {"docker.io/library/redis:7": digest}
+    assert pin("redis:7", pins) == f"redis:7@{digest}"
+    assert pin("nginx:1", pins) == "nginx:1"
+    assert pin(f"nginx@{digest}", pins, True) == f"nginx@{digest}", "a digest reference pins itself"
+    with pytest.raises(AnsibleFilterError, match=r"^nginx:1 has no digest in the lockfile"):
+        pin("nginx:1", pins, True)
 
 
 def test_what_a_fleet_lacks_is_grouped_by_the_platform_each_host_pulls_for():
