@@ -64,7 +64,8 @@ def pin(text, pins, required=False):
     if digest:
         return f"{text}@{digest}"
     if required:
-        raise AnsibleFilterError(f"{text} has no digest in the lockfile: resolve the tags again (with the prewarm role, prewarm_lock=true) or leave it out of the list")
+        message = f"{text} has no digest in the lockfile: resolve the tags again (with the prewarm role, prewarm_lock=true) or leave it out of the list"
+        raise AnsibleFilterError(message)
     return text
 
 

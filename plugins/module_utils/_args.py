@@ -28,7 +28,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._auth import (
 )
 from ansible_collections.dockyard.images.plugins.module_utils._batch import resolve_workers
 from ansible_collections.dockyard.images.plugins.module_utils._endpoints import RegistryOptions, parse_endpoint_address
-from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._errors import REQUESTS_NEEDED, DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import host_platform, parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import is_registry_host
 from ansible_collections.dockyard.images.plugins.module_utils._stores import StoreOptions, open_store
@@ -221,10 +221,7 @@ def fail_on_errors(module, outcome: dict, errors: list) -> dict:
 def run_and_exit(module, work) -> None:
     """Exit `module` with what `work()` returns, or fail it with the error's message and reason."""
     if find_spec("requests") is None or find_spec("urllib3") is None:  # found, not loaded: see registry_client
-        module.fail_json(
-            msg="the Python library requests is needed on the managed host: install python3-requests or pip install requests",
-            reason="invalid_argument",
-        )
+        module.fail_json(msg=REQUESTS_NEEDED, reason="invalid_argument")
     # A module is a short-lived process: what it has loaded lives until it exits. The module turned
     # garbage collection off before loading (collecting while loading took about 10 ms to free a few
     # hundred objects); what was loaded is left out of every collection from here on, so it costs

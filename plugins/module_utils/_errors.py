@@ -32,6 +32,9 @@ REASONS = frozenset(
 )
 
 
+REQUESTS_NEEDED = "the Python library requests is needed on the managed host: install python3-requests or pip install requests"
+
+
 class DockyardError(Exception):
     """A failure a user can act on: `reason` is one of REASONS, `message` says what to do."""
 

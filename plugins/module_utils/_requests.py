@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import traceback
 
+from ansible_collections.dockyard.images.plugins.module_utils._errors import REQUESTS_NEEDED, DockyardError
+
 __all__ = [
     "HAS_REQUESTS",
     "REQUESTS_IMPORT_ERROR",
@@ -21,6 +23,7 @@ __all__ = [
     "HTTPSConnection",
     "HTTPSConnectionPool",
     "requests",
+    "require_requests",
     "urllib3",
 ]
 
@@ -38,3 +41,10 @@ except ImportError:  # pragma: no cover - reported by run_and_exit
     HTTPAdapter = HTTPConnection = HTTPSConnection = HTTPConnectionPool = HTTPSConnectionPool = object
     HAS_REQUESTS = False
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+
+def require_requests() -> None:
+    """invalid_argument, with what to install, where requests is found but cannot be loaded (run_and_exit only
+    finds it: a library missing one of its own dependencies is found yet fails to load)."""
+    if not HAS_REQUESTS:
+        raise DockyardError("invalid_argument", REQUESTS_NEEDED, exception=REQUESTS_IMPORT_ERROR)

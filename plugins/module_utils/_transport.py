@@ -46,6 +46,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._requests import (
     HTTPSConnection,
     HTTPSConnectionPool,
     requests,
+    require_requests,
     urllib3,
 )
 
@@ -529,6 +530,7 @@ class Transport:
     """One connection pool for a task, and the one way a request leaves it."""
 
     def __init__(self, options: RegistryOptions, pool_size: int = 10):
+        require_requests()
         self.options = options
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT

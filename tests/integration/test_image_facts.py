@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
+
+import requests
+import urllib3
 
 from support.ansible import run_module
 from support.images import Pusher
@@ -120,5 +125,17 @@ def test_a_host_without_requests_is_told_what_to_install(registry, store, tmp_pa
 
     for args in ({"store": "oci", "store_path": store}, {"name": [f"{registry.host}/team/app:1"], "remote": True}):
         result = run_module("image_facts", args, env={"ANSIBLE_PYTHON_INTERPRETER": str(python)})
+        assert result["failed"] and result["reason"] == "invalid_argument", result
+        assert "install python3-requests" in result["msg"]
+
+    # requests and urllib3 there but not what requests needs (idna, certifi): found, yet it cannot be loaded
+    site = next((tmp_path / "bare" / "lib").glob("python3*/site-packages"))
+    for package in (requests, urllib3):
+        shutil.copytree(os.path.dirname(package.__file__), site / package.__name__)
+    for module, args in (
+        ("image_pull", {"name": [f"{registry.host}/team/app:1"], "store_path": store}),
+        ("image_search", {"registry": registry.host, "term": "team"}),
+    ):
+        result = run_module(module, args, env={"ANSIBLE_PYTHON_INTERPRETER": str(python)})
         assert result["failed"] and result["reason"] == "invalid_argument", result
         assert "install python3-requests" in result["msg"]

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from typing import Optional
 
-from support.registry import stop_process, wait_for
+from support.registry import ServiceExited, stop_process, wait_for
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -117,7 +117,7 @@ class PodmanService(Engine):
             for host in self.insecure_registries:
                 handle.write(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
         env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=conf)
-        self.runroot = tempfile.mkdtemp(prefix="dy-podman-")  # podman refuses a runroot longer than 50 characters
+        self.runroot = tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp")  # podman refuses a runroot longer than 50 characters
         command = [
             "podman",
             "--root", os.path.join(self.workdir, "root"),
@@ -129,13 +129,17 @@ class PodmanService(Engine):
         ]  # fmt: skip
         with open(os.path.join(self.workdir, "podman.log"), "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        wait_for(lambda: self._running() and os.path.exists(self.socket_path) and self.ping(), timeout=60, what="podman system service")
+        try:
+            wait_for(lambda: self._running() and os.path.exists(self.socket_path) and self.ping(), timeout=60, what="podman system service")
+        except Exception:
+            self.stop()
+            raise
         return self
 
     def _running(self) -> bool:
         if self.process.poll() is not None:
             with open(os.path.join(self.workdir, "podman.log"), encoding="utf-8", errors="replace") as log:
-                raise RuntimeError(f"podman system service exited: {log.read()[-2000:]}")
+                raise ServiceExited(f"podman system service exited: {log.read()[-2000:]}")
         return True
 
     def stop(self) -> None:

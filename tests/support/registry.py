@@ -25,6 +25,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServiceExited(RuntimeError):
+    """A service the tests started has exited: waiting longer for it is pointless."""
+
+
 def wait_for(check, timeout: float = 20.0, what: str = "service") -> None:
     deadline = time.monotonic() + timeout
     last = None
@@ -32,6 +36,8 @@ def wait_for(check, timeout: float = 20.0, what: str = "service") -> None:
         try:
             if check():
                 return
+        except ServiceExited:
+            raise
         except Exception as exc:
             last = exc
         time.sleep(0.1)

@@ -22,7 +22,14 @@ from urllib.parse import quote, unquote, urlsplit
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference_or_none
-from ansible_collections.dockyard.images.plugins.module_utils._requests import HTTPAdapter, HTTPConnection, HTTPConnectionPool, requests, urllib3
+from ansible_collections.dockyard.images.plugins.module_utils._requests import (
+    HTTPAdapter,
+    HTTPConnection,
+    HTTPConnectionPool,
+    requests,
+    require_requests,
+    urllib3,
+)
 
 if TYPE_CHECKING:
     from ansible_collections.dockyard.images.plugins.module_utils._archive import ArchiveSource, Exported
@@ -134,6 +141,7 @@ class EngineClient:
     def __init__(self, docker_host: str, timeout: float = 60.0, pool_size: int = 10):
         self.docker_host = docker_host
         self.timeout = timeout
+        require_requests()
         self.session = requests.Session()
         self.session.trust_env = False  # no proxies or netrc for a local socket
         self.session.mount(ENGINE_URL, UnixSocketAdapter(socket_path(docker_host), pool_size))
