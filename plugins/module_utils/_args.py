@@ -111,10 +111,14 @@ def merged_spec(own: dict, *groups) -> dict:
 
 def registry_client(params: dict, pool_size: int = 10) -> RegistryClient:
     """A registry client configured from a module's registry options."""
+    return _new_client(*registry_settings(params), pool_size)
+
+
+def _new_client(credentials: CredentialStore, options: RegistryOptions, pool_size: int) -> RegistryClient:
     # loaded here, not with this file: a task that reads only its store spends no time loading requests
     from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
-    return RegistryClient(*registry_settings(params), pool_size=pool_size)
+    return RegistryClient(credentials, options, pool_size=pool_size)
 
 
 def registry_settings(params: dict) -> tuple[CredentialStore, RegistryOptions]:
@@ -159,9 +163,7 @@ class DeferredClient:
     def _made(self) -> RegistryClient:
         with self._lock:
             if self._client is None:
-                from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
-
-                self._client = RegistryClient(self.credentials, self._options, pool_size=self._pool_size)
+                self._client = _new_client(self.credentials, self._options, self._pool_size)
             return self._client
 
     def for_reference(self, reference: Reference) -> Registry:

@@ -4,7 +4,8 @@
 """requests and urllib3, where the managed host has them: the one place the collection imports them.
 
 Without them the names below stand in (classes as `object`, modules as None) so that every module
-still loads, and `run_and_exit` fails the task with what to install.
+still loads: `run_and_exit` fails a task with what to install where they are not found at all, and
+`require_requests` where they are found but do not load (a dependency of their own missing).
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """
 
@@ -36,7 +37,7 @@ try:
 
     HAS_REQUESTS = True
     REQUESTS_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported by run_and_exit
+except ImportError:  # pragma: no cover - reported by require_requests
     requests = urllib3 = None
     HTTPAdapter = HTTPConnection = HTTPSConnection = HTTPConnectionPool = HTTPSConnectionPool = object
     HAS_REQUESTS = False
