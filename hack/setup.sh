@@ -50,7 +50,7 @@ if ! .venv-hosts/bin/python -c 'import requests' 2>/dev/null; then
   rm -rf .venv-hosts
   /usr/bin/python3 -m venv --system-site-packages .venv-hosts
 fi
-grep -E '^(pytest|hypothesis|trustme|ansible-core)==' requirements-dev.txt | xargs .venv-hosts/bin/python -m pip install --quiet --disable-pip-version-check
+grep -E '^(pytest|hypothesis|hpack|trustme|ansible-core)==' requirements-dev.txt | xargs .venv-hosts/bin/python -m pip install --quiet --disable-pip-version-check
 
 # ansible-test bootstraps pip from this file instead of downloading it.
 mkdir -p ~/.ansible/test/cache
