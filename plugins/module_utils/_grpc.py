@@ -25,10 +25,10 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from typing import Optional
+from typing import Iterable, Optional
 from urllib.parse import unquote
 
-OK, DEADLINE_EXCEEDED, NOT_FOUND, INTERNAL, UNAVAILABLE = 0, 4, 5, 13, 14
+OK, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, INTERNAL, UNAVAILABLE = 0, 4, 5, 6, 13, 14
 MAX_ANSWER = 64 * 1024 * 1024  # bytes of messages one call may answer, unless the caller allows more
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -38,7 +38,7 @@ _END_HEADERS, _PADDED, _PRIORITY = 0x4, 0x8, 0x20
 _MAX_FRAME = 16384  # the largest frame this client allows (HTTP/2's default, which it does not raise)
 _WINDOW = 2**31 - 1  # the largest flow-control window HTTP/2 allows
 _TABLE_SIZE = 4096  # the HPACK dynamic table size this client allows (the default)
-_SETTING_MAX_FRAME = 5
+_SETTING_WINDOW, _SETTING_MAX_FRAME = 4, 5
 
 # RFC 7541 Appendix A
 _STATIC = (
@@ -322,6 +322,18 @@ def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
 
+class _Call:
+    """One call's stream: what the server answered so far, and how much more this client may send on it."""
+
+    def __init__(self, stream: int, limit: int, window: int):
+        self.stream = stream
+        self.limit = limit
+        self.window = window
+        self.data = bytearray()
+        self.headers = {}
+        self.ended = False
+
+
 class Channel:
     """One HTTP/2 connection to a gRPC server on a Unix socket; `call` is safe from several threads."""
 
@@ -336,6 +348,8 @@ class Channel:
         self._stream = 1
         self._decoder = HeaderDecoder()
         self._send_frame_size = _MAX_FRAME
+        self._send_window = 65535  # what the server lets this client send on the connection, and on a new stream
+        self._stream_window = 65535
         self._received = 0  # bytes of DATA since this client last widened the connection's window
 
     def close(self) -> None:
@@ -349,11 +363,16 @@ class Channel:
         """The messages `method` (`/package.Service/Method`) answers to one request message, as bytes; a
         GrpcError with the server's status and message if it fails, or with UNAVAILABLE, DEADLINE_EXCEEDED or
         INTERNAL when the socket, the clock or the bytes fail."""
+        return self.stream(method, [request], limit, metadata)
+
+    def stream(self, method: str, requests: Iterable, limit: int = MAX_ANSWER, metadata: Optional[dict] = None) -> list:
+        """As `call`, for a method that takes a stream of request messages: each is sent as the server's flow
+        control allows (an iterable, so they need not all be in memory at once)."""
         with self._lock:
             try:
                 if self._sock is None:
                     self._connect()
-                return self._call(method, request, limit, {**self.metadata, **(metadata or {})})
+                return self._call(method, requests, limit, {**self.metadata, **(metadata or {})})
             except GrpcError as exc:
                 if exc.status in (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL):
                     self.close()
@@ -377,7 +396,7 @@ class Channel:
             sock.close()
             raise
         self._sock, self._buffer, self._stream, self._decoder = sock, bytearray(), 1, HeaderDecoder()
-        self._send_frame_size, self._received = _MAX_FRAME, 0
+        self._send_frame_size, self._send_window, self._stream_window, self._received = _MAX_FRAME, 65535, 65535, 0
 
     def _read(self, size: int) -> bytes:
         while len(self._buffer) < size:
@@ -404,74 +423,102 @@ class Channel:
             return payload[1 + skip : len(payload) - payload[0]]
         return payload[skip:]
 
-    def _send_headers(self, stream: int, block: bytes) -> None:
-        pieces = [block[i : i + self._send_frame_size] for i in range(0, len(block), self._send_frame_size)] or [b""]
-        frames = []
-        for number, piece in enumerate(pieces):
-            flags = _END_HEADERS if number == len(pieces) - 1 else 0
-            frames.append(_frame(_HEADERS if number == 0 else _CONTINUATION, flags, stream, piece))
-        self._sock.sendall(b"".join(frames))
-
-    def _call(self, method: str, request: bytes, limit: int, metadata: dict) -> list:
-        stream = self._stream
+    def _call(self, method: str, requests: Iterable, limit: int, metadata: dict) -> list:
+        call = _Call(self._stream, limit, self._stream_window)
         self._stream += 2
         headers = [(":method", "POST"), (":scheme", "http"), (":path", method), (":authority", "localhost")]
         headers += [("content-type", "application/grpc"), ("te", "trailers"), *sorted(metadata.items())]
-        self._send_headers(stream, b"".join(_literal(name, value) for name, value in headers))
-        body = b"\x00" + struct.pack(">I", len(request)) + request
-        pieces = [body[i : i + self._send_frame_size] for i in range(0, len(body), self._send_frame_size)]
-        self._sock.sendall(b"".join(_frame(_DATA, _END_STREAM if i == len(pieces) - 1 else 0, stream, p) for i, p in enumerate(pieces)))
-        return self._answer(stream, limit)
+        block = b"".join(_literal(name, value) for name, value in headers)
+        pieces = [block[i : i + self._send_frame_size] for i in range(0, len(block), self._send_frame_size)]
+        self._sock.sendall(
+            b"".join(_frame(_HEADERS if i == 0 else _CONTINUATION, _END_HEADERS if i == len(pieces) - 1 else 0, call.stream, p) for i, p in enumerate(pieces))
+        )
+        previous = None  # each message goes once the next is known, so that the last one ends the stream
+        for request in requests:
+            if previous is not None:
+                self._send(call, previous)
+            previous = b"\x00" + struct.pack(">I", len(request)) + request
+        self._send(call, previous or b"", end=True)
+        while not call.ended:
+            self._handle(call)
+        return self._messages(call.headers, bytes(call.data))
 
-    def _answer(self, stream: int, limit: int) -> list:
-        data, headers, ended = bytearray(), {}, False
-        while not ended:
-            kind, flags, on, payload = self._read_frame()
-            if kind == _SETTINGS:
-                if not flags & _ACK:
-                    self._settings(payload)
-            elif kind == _PING:
-                if not flags & _ACK:
-                    self._sock.sendall(_frame(_PING, _ACK, 0, payload))
-            elif kind == _GOAWAY:
-                last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 8 else 0
-                if last < stream:
-                    raise GrpcError(UNAVAILABLE, f"{self.path} is closing the connection (HTTP/2 GOAWAY)")
-            elif kind == _HEADERS:
-                block = self._unpadded(flags, payload, 5 if flags & _PRIORITY else 0)
-                while not flags & _END_HEADERS:
-                    kind, flags, following, payload = self._read_frame()
-                    if kind != _CONTINUATION or following != on:
-                        raise _malformed("a header block is interrupted")
-                    block += payload
-                fields = self._decoder.decode(block)  # every block, to keep the dynamic table in step
-                if on == stream:
-                    headers.update(fields)
-                    ended = bool(flags & _END_STREAM)
-            elif kind in (_CONTINUATION, _PUSH_PROMISE):
-                raise _malformed("an unexpected CONTINUATION or PUSH_PROMISE frame")
-            elif kind == _DATA:
-                self._received += len(payload)
-                if on == stream:
-                    data += self._unpadded(flags, payload)
-                    if len(data) > limit:
-                        raise GrpcError(INTERNAL, f"the answer is over the {limit} bytes allowed")
-                    ended = bool(flags & _END_STREAM)
-                if self._received > _WINDOW // 2:
-                    self._sock.sendall(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
-                    self._received = 0
-            elif kind == _RST_STREAM and on == stream:
-                code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else -1
-                raise GrpcError(UNAVAILABLE, f"{self.path} reset the call (HTTP/2 error {code})")
-        return self._messages(headers, bytes(data))
+    def _send(self, call: _Call, body: bytes, end: bool = False) -> None:
+        """DATA frames of `body` on the call's stream, as fast as the server's windows allow; the last one ends
+        the stream if `end`. Nothing more is sent once the server has answered (it failed the call early)."""
+        pos = 0
+        while not call.ended:
+            room = min(self._send_window, call.window, self._send_frame_size)
+            if room <= 0 and pos < len(body):
+                self._handle(call)  # until a WINDOW_UPDATE
+                continue
+            piece = body[pos : pos + room]
+            pos += len(piece)
+            last = pos >= len(body)
+            if piece or (last and end):
+                self._sock.sendall(_frame(_DATA, _END_STREAM if last and end else 0, call.stream, piece))
+                self._send_window, call.window = self._send_window - len(piece), call.window - len(piece)
+            if last:
+                return
 
-    def _settings(self, payload: bytes) -> None:
+    def _handle(self, call: _Call) -> None:
+        """Read one frame and act on it: the call's headers and messages, or the connection's own business."""
+        kind, flags, on, payload = self._read_frame()
+        if kind == _SETTINGS:
+            if not flags & _ACK:
+                self._settings(payload, call)
+        elif kind == _PING:
+            if not flags & _ACK:
+                self._sock.sendall(_frame(_PING, _ACK, 0, payload))
+        elif kind == _WINDOW_UPDATE:
+            if len(payload) != 4:
+                raise _malformed("a WINDOW_UPDATE frame of the wrong size")
+            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+            if on == 0:
+                self._send_window += increment
+            elif on == call.stream:
+                call.window += increment
+        elif kind == _GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 8 else 0
+            if last < call.stream:
+                raise GrpcError(UNAVAILABLE, f"{self.path} is closing the connection (HTTP/2 GOAWAY)")
+        elif kind == _HEADERS:
+            block = self._unpadded(flags, payload, 5 if flags & _PRIORITY else 0)
+            while not flags & _END_HEADERS:
+                kind, flags, following, payload = self._read_frame()
+                if kind != _CONTINUATION or following != on:
+                    raise _malformed("a header block is interrupted")
+                block += payload
+            fields = self._decoder.decode(block)  # every block, to keep the dynamic table in step
+            if on == call.stream:
+                call.headers.update(fields)
+                call.ended = bool(flags & _END_STREAM)
+        elif kind in (_CONTINUATION, _PUSH_PROMISE):
+            raise _malformed("an unexpected CONTINUATION or PUSH_PROMISE frame")
+        elif kind == _DATA:
+            self._received += len(payload)
+            if on == call.stream:
+                call.data += self._unpadded(flags, payload)
+                if len(call.data) > call.limit:
+                    raise GrpcError(INTERNAL, f"the answer is over the {call.limit} bytes allowed")
+                call.ended = bool(flags & _END_STREAM)
+            if self._received > _WINDOW // 2:
+                self._sock.sendall(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
+                self._received = 0
+        elif kind == _RST_STREAM and on == call.stream:
+            code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else -1
+            raise GrpcError(UNAVAILABLE, f"{self.path} reset the call (HTTP/2 error {code})")
+
+    def _settings(self, payload: bytes, call: _Call) -> None:
         if len(payload) % 6:
             raise _malformed("a SETTINGS frame of the wrong size")
         for pos in range(0, len(payload), 6):
             key, value = struct.unpack(">HI", payload[pos : pos + 6])
             if key == _SETTING_MAX_FRAME and 16384 <= value < 2**24:
                 self._send_frame_size = min(value, _MAX_FRAME)
+            elif key == _SETTING_WINDOW and value <= _WINDOW:  # it moves the window of every open stream by as much
+                call.window += value - self._stream_window
+                self._stream_window = value
         self._sock.sendall(_frame(_SETTINGS, _ACK, 0))
 
     @staticmethod

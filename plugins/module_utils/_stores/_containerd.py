@@ -60,12 +60,22 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._blob import FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
-from ansible_collections.dockyard.images.plugins.module_utils._grpc import DEADLINE_EXCEEDED, NOT_FOUND, UNAVAILABLE, Channel, GrpcError, Message, encode_field
+from ansible_collections.dockyard.images.plugins.module_utils._grpc import (
+    ALREADY_EXISTS,
+    DEADLINE_EXCEEDED,
+    NOT_FOUND,
+    UNAVAILABLE,
+    Channel,
+    GrpcError,
+    Message,
+    encode_field,
+)
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import (
     CONTAINERD_NAME,
     MANIFEST_TYPES,
@@ -107,6 +117,9 @@ DEFAULT_NAMESPACE = "k8s.io"
 CONNECT_TIMEOUT = 5  # seconds ctr waits for the socket to answer
 PROBE_TIMEOUT = 3
 IMPORT_BYTES_PER_TIMEOUT = 256 * 1024 * 1024  # an import may take `timeout` seconds per this many bytes
+WRITE_CHUNK = 1024 * 1024  # bytes per message of a write into the content store (containerd takes up to 16 MiB)
+WRITE_DATA, WRITE_COMMIT = 1, 2  # containerd.services.content.v1.WriteAction
+LEASE_EXPIRY, LEASE_SECONDS = "containerd.io/gc.expire", 24 * 3600
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z")
 _ALIAS_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")  # the CRI plugin's image id, kept as an image name
 _TASK_STATES = ("unknown", "created", "running", "stopped", "paused", "pausing")  # containerd.v1.types.Status
@@ -212,8 +225,11 @@ class Api:
             answers = self.channel.call(f"/containerd.services.{method}", request, metadata=metadata, **({"limit": limit} if limit else {}))
             return [Message(answer) for answer in answers]
         except GrpcError as exc:
-            reason = "unreachable" if exc.status in (UNAVAILABLE, DEADLINE_EXCEEDED) else "not_found" if exc.status == NOT_FOUND else "engine_error"
-            raise _failure(self.ctr.where, reason, what, exc.message[:500]) from None
+            raise self._failure(exc, what) from None
+
+    def _failure(self, exc: GrpcError, what: str) -> DockyardError:
+        reason = "unreachable" if exc.status in (UNAVAILABLE, DEADLINE_EXCEEDED) else "not_found" if exc.status == NOT_FOUND else "engine_error"
+        return _failure(self.ctr.where, reason, what, exc.message[:500])
 
     def version(self) -> str:
         answers = self.call("version.v1.Version/Version", "to tell its version")
@@ -245,6 +261,55 @@ class Api:
         """container id: the state of its task (running, stopped, ...)."""
         tasks = [task for answer in self.call("tasks.v1.Tasks/List", "to list its tasks") for task in answer.messages(1)]
         return {task.text(1): _TASK_STATES[task.number(4)] if task.number(4) < len(_TASK_STATES) else "unknown" for task in tasks}
+
+    def take_lease(self) -> str:
+        """A lease of the namespace that keeps what is written under it from containerd's garbage collector
+        until it is dropped, or for a day if this process dies first (containerd's own client's default)."""
+        lease = f"dockyard-{uuid.uuid4().hex}"
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + LEASE_SECONDS))
+        label = encode_field(1, LEASE_EXPIRY) + encode_field(2, expires)  # a map's entry: key 1, value 2
+        self.call("leases.v1.Leases/Create", "to take a lease", encode_field(1, lease) + encode_field(3, label))
+        return lease
+
+    def drop_lease(self, lease: str) -> None:
+        self.call("leases.v1.Leases/Delete", "to drop its lease", encode_field(1, lease))
+
+    def write(self, lease: str, descriptor: Descriptor, path: str) -> None:
+        """The verified blob at `path` into the content store under `lease`, containerd checking its size and
+        digest again as it commits; on a connection of its own, so that several blobs go in at once."""
+        what = f"to store {descriptor.digest}"
+        ref = f"dockyard-{descriptor.digest}-{uuid.uuid4().hex[:12]}"
+        channel = Channel(self.ctr.address, self.channel.timeout, self.channel.metadata, connect_timeout=CONNECT_TIMEOUT)
+
+        def requests():
+            with open(path, "rb") as handle:
+                offset, chunk = 0, handle.read(WRITE_CHUNK)
+                while True:
+                    following = handle.read(WRITE_CHUNK) if len(chunk) == WRITE_CHUNK else b""
+                    action = WRITE_COMMIT if not following else WRITE_DATA
+                    head = encode_field(1, action) + encode_field(2, ref) + encode_field(3, descriptor.size) + encode_field(4, descriptor.digest)
+                    yield head + encode_field(5, offset) + encode_field(6, chunk)
+                    if action == WRITE_COMMIT:
+                        return
+                    offset, chunk = offset + len(chunk), following
+
+        self.ctr.check_socket()
+        try:
+            answers = channel.stream("/containerd.services.content.v1.Content/Write", requests(), metadata={"containerd-lease": lease})
+        except GrpcError as exc:
+            if exc.status != ALREADY_EXISTS:
+                raise self._failure(exc, what) from None
+            # another writer committed it meanwhile: the lease keeps it too, until an image names it
+            resource = encode_field(1, descriptor.digest) + encode_field(2, "content")
+            self.call("leases.v1.Leases/AddResource", what, encode_field(1, lease) + encode_field(2, resource))
+            return
+        except OSError as exc:
+            raise DockyardError("engine_error", f"{self.ctr.where}: cannot read {path} to store it: {exc.strerror or exc}") from None
+        finally:
+            channel.close()
+        last = Message(answers[-1]) if answers else None
+        if last is None or last.number(1) != WRITE_COMMIT or last.text(6) != descriptor.digest:
+            raise DockyardError("engine_error", f"{self.ctr.where} did not confirm it stored {descriptor.digest}")
 
     def namespaces(self) -> list:
         return [namespace.text(1) for answer in self.call("namespaces.v1.Namespaces/List", "to list its namespaces") for namespace in answer.messages(1)]
@@ -622,7 +687,7 @@ class _Receiver:
         self.names = {}
         self.content = set()
         self.spool = tempfile.gettempdir()
-        self.imported = set()  # blobs an import of this pull brought: the image it tagged keeps them
+        self.lease = None  # what keeps the blobs written into containerd until an import names them
 
     @contextlib.contextmanager
     def session(self, check_mode: bool):
@@ -634,8 +699,12 @@ class _Receiver:
             return
         self.spool = tempfile.mkdtemp(prefix="dockyard-containerd-")
         try:
+            self.lease = self.store.api.take_lease()
             yield
         finally:
+            if self.lease is not None:
+                with contextlib.suppress(DockyardError):  # else it expires on its own
+                    self.store.api.drop_lease(self.lease)
             shutil.rmtree(self.spool, ignore_errors=True)
 
     def held(self, request: PullRequest) -> Optional[Held]:
@@ -688,11 +757,19 @@ class _Receiver:
                 sink.file.flush()
         finally:
             sink.close()
-        os.replace(path + ".partial", path)
+        self._store(descriptor, path)
 
     def put_blob(self, descriptor: Descriptor, body: bytes) -> None:
-        with _spool_errors(self._path(descriptor.digest)), open(self._path(descriptor.digest), "wb") as handle:
+        path = self._path(descriptor.digest)
+        with _spool_errors(path), open(path + ".partial", "wb") as handle:
             handle.write(body)
+        self._store(descriptor, path)
+
+    def _store(self, descriptor: Descriptor, path: str) -> None:
+        """A verified blob from the spool into containerd's content store, under the pull's lease, while the
+        pull's other blobs still download; it counts as received once containerd holds it."""
+        self.store.api.write(self.lease, descriptor, path + ".partial")
+        os.replace(path + ".partial", path)
 
     def retags(self, plan: Plan) -> bool:
         held = plan.held.handle if plan.held is not None else None
@@ -709,7 +786,8 @@ class _Receiver:
         """Every image was imported as it arrived."""
 
     def _import(self, plan: Plan) -> None:
-        """Import the image's manifests and the blobs it brought into containerd, then check the name points at it."""
+        """Import the image's manifests into containerd (its other blobs are in already), which names and unpacks
+        it, then check the name points at it."""
         resolved, reference = plan.resolved, plan.request.reference
         held = plan.held.handle if plan.held is not None else None
         if not plan.wanted_blobs and held is not None and plan.held.complete and held.target == resolved.digest:
@@ -724,13 +802,10 @@ class _Receiver:
         files = [(top.digest, top.body)]
         if resolved.manifest.digest != top.digest:
             files.append((resolved.manifest.digest, resolved.manifest.body))
-        sent = [d for d in plan.wanted_blobs if d.digest not in self.imported]  # a shared base goes in once
-        files += [(d.digest, self._path(d.digest)) for d in sent]
-        self.store.import_layout(files, index, plan.platform, sum(d.size for d in sent))
+        self.store.import_layout(files, index, plan.platform, sum(d.size for d in plan.wanted_blobs))
         after = self.store.image_names().get(name)
         if after != resolved.digest:
             raise DockyardError("engine_error", f"{self.store.where} imported {name} but holds it as {after or 'nothing'}, not {resolved.digest}")
-        self.imported.update([d.digest for d in sent])
         plan.result.changed = True
 
     def refresh(self) -> None:
