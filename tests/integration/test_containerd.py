@@ -4,9 +4,11 @@ removals; a second pull asks the registry nothing; bytes freed are what containe
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import time
@@ -389,3 +391,43 @@ def test_facts_call_missing_what_a_pull_would_bring_again(store, containerd, reg
     pull(store, [tag])
     assert containerd.image_names()[f"{registry.host}/team/worker@{corpus.worker.digest}"] == corpus.worker.digest
     assert store_facts(store, [tag], None)[1] == []
+
+
+def ctr_wrapper(folder, real_ctr: str, before_import: str) -> str:
+    """PATH with a `ctr` first that runs `before_import` (shell) before each `images import`, then the real ctr."""
+    script = folder / "ctr"
+    script.write_text(f'#!/bin/sh\ncase " $* " in *" images import "*) {before_import} ;; esac\nexec {real_ctr} "$@"\n')
+    script.chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def collect_garbage(containerd, real_ctr: str) -> str:
+    """Shell that makes containerd collect its garbage at once: a lease deleted with --sync runs the collector."""
+    ctr = f"{real_ctr} --address {containerd.socket_path}"
+    return f"{ctr} leases create --id gc-now >/dev/null && {ctr} leases delete --sync gc-now >/dev/null || exit 3"
+
+
+def test_blobs_written_before_their_import_outlive_the_garbage_collector_and_leave_with_a_failed_pull(containerd, registry, corpus, tmp_path, monkeypatch):
+    """Each blob is in containerd before its image is imported; the pull's lease keeps it from the collector
+    meanwhile (a collection forced before every import takes nothing), and goes with the pull: nothing a
+    failed pull wrote stays behind once the collector runs."""
+    names, real_ctr = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"], shutil.which("ctr")
+    stray = os.urandom(64)  # a blob no image and no lease holds: the collector takes it when it runs
+    containerd.ok("content", "ingest", "--expected-digest", f"sha256:{hashlib.sha256(stray).hexdigest()}", "stray", stdin=stray)
+    assert f"sha256:{hashlib.sha256(stray).hexdigest()}" in containerd.ok("content", "ls", "--quiet")
+    monkeypatch.setenv("PATH", ctr_wrapper(tmp_path, real_ctr, collect_garbage(containerd, real_ctr)))
+    store = open_store("containerd", StoreOptions(containerd_address=containerd.socket_path))
+    pull(store, names)
+    assert f"sha256:{hashlib.sha256(stray).hexdigest()}" not in containerd.ok("content", "ls", "--quiet"), "the collector ran"
+    assert checked(containerd)[names[0]] == ("complete", "true") and checked(containerd)[names[1]] == ("complete", "true")
+    assert not [line for line in containerd.ok("leases", "ls").splitlines()[1:] if line.startswith("dockyard-")], "no lease left"
+
+    containerd.remove_all()
+    monkeypatch.setenv("PATH", ctr_wrapper(tmp_path, real_ctr, "exit 1"))  # every import fails
+    store = open_store("containerd", StoreOptions(containerd_address=containerd.socket_path))
+    wanted = [PullRequest(parse_reference(name), host_platform()) for name in names]
+    results = store.puller(client(), 3, False).pull(wanted)
+    assert all(result.error is not None and result.error.reason == "engine_error" for result in results)
+    subprocess.run(["sh", "-c", collect_garbage(containerd, real_ctr)], check=True)
+    assert containerd.image_names() == {} and containerd.ok("content", "ls", "--quiet").split() == [], "nothing half-written stays"
+    assert not [line for line in containerd.ok("leases", "ls").splitlines()[1:] if line.startswith("dockyard-")]
