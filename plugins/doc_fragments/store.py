@@ -18,10 +18,11 @@ options:
         Engine API on the unix socket O(docker_host). Pulls then go through the engine, so images land
         where containers run.
       - V(containerd) is containerd's image store in the namespace O(containerd_namespace) (by default
-        C(k8s.io), the one the kubelet reads), reached on the socket O(containerd_address) with the C(ctr)
-        client that ships with containerd. The collection fetches and verifies every blob itself and
-        imports only the blobs containerd lacks, unpacked for one platform; containerd never contacts a
-        registry, and no credential is given to it.
+        C(k8s.io), the one the kubelet reads), reached on the socket O(containerd_address) through
+        containerd's gRPC API, and the C(ctr) client that ships with containerd to import and remove
+        images. The collection fetches and verifies every blob itself and stores only the blobs
+        containerd lacks, unpacked for one platform; containerd never contacts a registry, and no
+        credential is given to it.
       - V(auto) uses the OCI store when O(store_path) is given; otherwise the engine whose socket answers
         (O(docker_host), E(DOCKER_HOST), C(/var/run/docker.sock), then Podman's socket); otherwise containerd
         when its socket O(containerd_address) exists and answers; otherwise the OCI store.
