@@ -620,6 +620,11 @@ class ArchivePlan:
         """The same archive less the blobs `digests` names (what its reader holds already)."""
         return ArchivePlan([(name, source) for name, source in self.members if isinstance(source, bytes) or source.digest not in digests])
 
+    def emptied(self, digests: set) -> ArchivePlan:
+        """The same archive with an empty file in place of each blob `digests` names (a reader that must find
+        every file it names, but reuses what it holds without reading it)."""
+        return ArchivePlan([(name, b"" if not isinstance(source, bytes) and source.digest in digests else source) for name, source in self.members])
+
     def listing(self) -> list:
         """(name, size) of every member, and the bytes of those written from memory: what tells two archives apart."""
         return [(name, source if isinstance(source, bytes) else source.size) for name, source in self.members]

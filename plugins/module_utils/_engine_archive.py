@@ -59,7 +59,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     image_label,
     selected_or_fail,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, engine_reason, full_image_id, layers_held
+from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, engine_reason, full_image_id
 
 KEEP, TAG, LOAD = "keep", "tag", "load"  # what a load does for a name: nothing, tag an image the engine holds, send the image
 
@@ -234,7 +234,9 @@ class EngineLoader:
     def _send(self, images: list, blobs: _ArchiveBlobs, reused: set) -> Optional[DockyardError]:
         """Stream a docker-archive of `images` into the engine; the failure it reports in its answer, on any line
         (both engines can answer 200 and say inside that the load failed)."""
-        plan = plan_archive(images, DOCKER_ARCHIVE).without(reused)
+        plan = plan_archive(images, DOCKER_ARCHIVE)
+        # Docker opens no file of a layer it holds, so it need not be there; Podman looks every file up first
+        plan = plan.without(reused) if self.store.kind == "docker" else plan.emptied(reused)
         with _archive_stream(plan, blobs.open) as body:
             answer = self.store.client.stream("POST", "/images/load", params={"quiet": "1"}, headers={"Content-Type": "application/x-tar"}, data=body)
             for event in answer:
@@ -244,11 +246,11 @@ class EngineLoader:
         return None
 
     def _reused_layers(self, loads: list) -> set:
-        """The layer blobs Docker's load will not read: it opens a layer's file only for a ChainID it lacks, so the
-        archive leaves out those it holds (a delivery does not send them). Podman reads every file the archive names."""
-        if self.store.kind != "docker":
-            return set()
-        return layers_held([([layer.digest for layer in load.image.layers], load.diff_ids) for load in loads], self._held_chain_ids())
+        """The layer blobs the engine's load will not read, which a delivery does not send: Docker's opens a
+        layer's file only for a ChainID it lacks, Podman's reuses a layer whose DiffID it holds (it stops the
+        load if such a file is missing, but never reads it: the archive carries an empty file in its place)."""
+        images = [([layer.digest for layer in load.image.layers], load.diff_ids) for load in loads]
+        return self.store.layers_unread(images, self._held_chain_ids() if self.store.kind == "docker" else None)
 
 
 def _images_to_send(loads: list) -> list:

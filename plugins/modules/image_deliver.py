@@ -18,9 +18,9 @@ description:
     them into the host's store, verifying every blob before the store takes it, and removes the staging directory.
   - A second delivery of the same images sends nothing. A delivery cut short (a lost connection) resumes without
     sending again the blobs that arrived whole.
-  - With O(store=docker) or O(store=podman) on the host, an image the engine already holds is not sent. Docker is
-    sent, of an image it lacks, only the layers it does not hold (it knows a layer by its ChainID, the layer and all
-    below it); Podman is sent such an image whole, since its load reads every layer of the archive.
+  - With O(store=docker) or O(store=podman) on the host, an image the engine already holds is not sent, and of an
+    image it lacks, only the layers it does not hold. Docker knows a layer by its ChainID (the layer and all below
+    it); Podman by its DiffID, wherever it lies in the image.
   - This is an action plugin; the controller needs nothing but the collection, the host what the store needs (Python,
     C(requests) for an engine).
 author:

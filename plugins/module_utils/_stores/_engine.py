@@ -248,15 +248,15 @@ def engine_pull_error(message: str) -> DockyardError:
     return DockyardError(engine_reason(message), f"the engine failed to pull: {message}")
 
 
-def layers_held(images: list, chains: set) -> set:
-    """Of the layer blobs of these (layer digests, DiffIDs) images, those whose ChainID is in `chains` at every
-    depth an image names them: what Docker's load reads no file of. A blob needed at any depth is not held, and
-    an image whose DiffIDs do not match its layers needs them all."""
+def layers_held(images: list, present: set, by_chain: bool = True) -> set:
+    """Of the layer blobs of these (layer digests, DiffIDs) images, those whose ChainID (else DiffID) is in
+    `present` at every depth an image names them. A blob needed at any depth is not held, and an image whose
+    DiffIDs do not match its layers needs them all."""
     held, needed = set(), set()
     for layers, diff_ids in images:
-        chains_of = chain_ids(list(diff_ids)) if len(diff_ids) == len(layers) else []
-        for digest, chain in itertools.zip_longest(layers, chains_of):
-            (held if chain in chains else needed).add(digest)
+        keys = (chain_ids(list(diff_ids)) if by_chain else list(diff_ids)) if len(diff_ids) == len(layers) else []
+        for digest, key in itertools.zip_longest(layers, keys):
+            (held if key in present else needed).add(digest)
     return held - needed
 
 
@@ -356,13 +356,12 @@ class EngineStore:
 
     def holding(self, images: list) -> Holding:
         """Of these images, those the engine holds, and the blobs a load into it need not read. An engine keeps
-        no compressed blob: it holds an image, or a layer by its ChainID. Docker's load reads a layer's file only
-        for a ChainID it lacks; Podman's reads every file the archive names, so it is sent an image it lacks
-        whole. A blob needed by any image is not held, whatever another image's layers say."""
+        no compressed blob: it holds an image, and layers. Docker's load reads a layer's file only for a ChainID
+        it lacks; Podman's reuses any layer whose DiffID it holds, wherever it lies in the image. A blob needed
+        by any image is not held, whatever another image's layers say."""
         ids = {record.id for record in self.images()} & {image.id for image in images}
         lacking = [image for image in images if image.id not in ids]
-        chains = self.present_chain_ids() if self.kind == "docker" else set()
-        unread = layers_held([([d.digest for d in image.layers], image.diff_ids) for image in lacking], chains)
+        unread = self.layers_unread([([d.digest for d in image.layers], image.diff_ids) for image in lacking])
         needed = {image.id for image in lacking} | {d.digest for image in lacking for d in image.layers} - unread
         return Holding(frozenset({d.digest for image in images for d in image.blobs} - needed), frozenset(ids))
 
@@ -406,11 +405,23 @@ class EngineStore:
 
     def present_chain_ids(self) -> set:
         """ChainIDs of every layer the engine holds, to predict what a pull reuses."""
-        held = set()
+        return {chain for diff_ids in self._layer_stacks() for chain in chain_ids(diff_ids)}
+
+    def layers_unread(self, images: list, chains: Optional[set] = None) -> set:
+        """Of the layer blobs of these (layer digests, DiffIDs) images, those a load into this engine reads no
+        file of: Docker's, those whose ChainID it holds (`chains`, if read already); Podman's, those whose DiffID
+        it holds at any depth (an archive must still name them, with any content: see _engine_archive)."""
+        if self.kind == "docker":
+            return layers_held(images, self.present_chain_ids() if chains is None else chains)
+        return layers_held(images, {diff_id for diff_ids in self._layer_stacks() for diff_id in diff_ids}, by_chain=False)
+
+    def _layer_stacks(self) -> list:
+        """The DiffIDs of each image the engine holds, bottom layer first."""
+        stacks = []
         for summary in self.client.get_json("/images/json", params={"all": "1"}) or []:
             inspect = self.client.inspect_image(summary["Id"]) or {}
-            held.update(chain_ids(list((inspect.get("RootFS") or {}).get("Layers") or [])))
-        return held
+            stacks.append(list((inspect.get("RootFS") or {}).get("Layers") or []))
+        return stacks
 
 
 def open_engine(kind: str, docker_host: Optional[str], timeout: float, pool_size: int) -> EngineStore:

@@ -237,14 +237,16 @@ class ScriptedEngine(InProcessServer):
 
     def _load(self, body: bytes) -> tuple:
         """Take every image of the archive, each layer checked against its DiffID; tag the RepoTags. Docker reads
-        no file of a layer whose ChainID it holds; Podman reads every one."""
+        no file of a layer whose ChainID it holds; Podman looks up every file the archive names (one missing fails
+        the load), but reads none whose DiffID it holds, wherever it lies."""
         self.sent.append(body)
         if self.load_failure is not None:
             return self._failed(self.load_failure)
         loaded = []
-        layers = {}  # what the engine holds, by ChainID
+        layers, by_diff_id = {}, {}  # what the engine holds, by ChainID and by DiffID
         for image in self.images.values():
             layers.update(zip(chain_ids(image.diff_ids), image.tars))
+            by_diff_id.update(zip(image.diff_ids, image.tars))
         try:
             with tarfile.open(fileobj=io.BytesIO(body)) as tar:
                 for entry in json.loads(tar.extractfile("manifest.json").read()):
@@ -254,7 +256,11 @@ class ScriptedEngine(InProcessServer):
                         if self.kind == "docker" and chain in layers:
                             held.tars.append(layers[chain])
                             continue
-                        data = tar.extractfile(path).read()
+                        member = tar.getmember(path)
+                        if self.kind == "podman" and diff_id in by_diff_id:
+                            held.tars.append(by_diff_id[diff_id])
+                            continue
+                        data = tar.extractfile(member).read()
                         data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
                         if digest_of(data) != diff_id:
                             raise ValueError(f"layer {path} does not match its DiffID {diff_id}")
@@ -479,9 +485,13 @@ def test_an_image_the_engine_holds_is_not_sent_and_the_others_reuse_its_layers(e
     assert (worker["changed"], statuses(worker)) == (True, ["already_exists", "loaded"]), "the base's ChainID is held"
     assert engine.sent_images() == [[(WORKER.id, (WORKER_NAME,))]]
     with tarfile.open(fileobj=io.BytesIO(engine.sent[0])) as tar:
-        sent = set(tar.getnames())
+        sent = {member.name: member.size for member in tar.getmembers()}
     base, top = (blob_member(layer.digest) for layer in WORKER.layers)
-    assert top in sent and (base in sent) == (engine.kind == "podman"), "Docker reads no file of a layer it holds; Podman reads every one"
+    assert sent[top] == WORKER.layers[1].size
+    if engine.kind == "docker":
+        assert base not in sent, "Docker opens no file of a layer whose ChainID it holds"
+    else:
+        assert sent[base] == 0, "Podman must find a file for every layer, but reads none whose DiffID it holds"
     assert loaded["diff"]["before"] == {APP_NAME: APP.digest, WORKER_NAME: None}
 
 
