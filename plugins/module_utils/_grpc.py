@@ -25,10 +25,11 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from typing import Iterable, Optional
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
-OK, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, INTERNAL, UNAVAILABLE = 0, 4, 5, 6, 13, 14
+OK, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE = 0, 4, 5, 6, 8, 13, 14
 MAX_ANSWER = 64 * 1024 * 1024  # bytes of messages one call may answer, unless the caller allows more
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -38,6 +39,7 @@ _END_HEADERS, _PADDED, _PRIORITY = 0x4, 0x8, 0x20
 _MAX_FRAME = 16384  # the largest frame this client allows (HTTP/2's default, which it does not raise)
 _WINDOW = 2**31 - 1  # the largest flow-control window HTTP/2 allows
 _TABLE_SIZE = 4096  # the HPACK dynamic table size this client allows (the default)
+_MAX_HEADER_BLOCK = 64 * 1024  # the largest header block this client reads
 _SETTING_WINDOW, _SETTING_MAX_FRAME = 4, 5
 
 # RFC 7541 Appendix A
@@ -83,10 +85,11 @@ _HUFFMAN = _huffman_codes()
 class GrpcError(Exception):
     """A call that failed: its gRPC status code and the server's message (or what went wrong on the way)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, from_server: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.from_server = from_server  # the server's own grpc-status: the connection is still sound
 
 
 def _malformed(what: str) -> GrpcError:
@@ -170,13 +173,13 @@ class HeaderDecoder:
 
     def _add(self, name: str, value: str) -> None:
         self.table.insert(0, (name, value))
-        self.size += len(name.encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape")) + 32
+        self.size += len(name) + len(value) + 32  # octets: every string is held one character per octet
         self._evict()
 
     def _evict(self) -> None:
         while self.size > self.size_allowed and self.table:
             name, value = self.table.pop()
-            self.size -= len(name.encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape")) + 32
+            self.size -= len(name) + len(value) + 32
 
     @staticmethod
     def _string(block: bytes, pos: int) -> tuple:
@@ -188,10 +191,11 @@ class HeaderDecoder:
             raise _malformed("a header string runs past its block")
         raw = block[pos : pos + length]
         text = huffman_decode(raw) if huffman else raw
-        return text.decode("utf-8", "surrogateescape"), pos + length
+        return text.decode("latin-1"), pos + length
 
     def decode(self, block: bytes) -> list:
-        """The (name, value) pairs of one whole header block, in order."""
+        """The (name, value) pairs of one whole header block, in order, each string one character per octet
+        (latin-1: the octets as sent; a value's text is for its reader to decode)."""
         fields, pos = [], 0
         while pos < len(block):
             byte = block[pos]
@@ -199,7 +203,9 @@ class HeaderDecoder:
                 index, pos = _integer(block, pos, 7)
                 fields.append(self._entry(index))
                 continue
-            if (byte & 0xE0) == 0x20:  # dynamic table size update
+            if (byte & 0xE0) == 0x20:  # dynamic table size update, allowed only before the block's first field
+                if fields:
+                    raise _malformed("a dynamic table size update after a header field")
                 size, pos = _integer(block, pos, 5)
                 if size > self.limit:
                     raise _malformed(f"a dynamic table of {size} bytes is over the {self.limit} allowed")
@@ -332,6 +338,7 @@ class _Call:
         self.data = bytearray()
         self.headers = {}
         self.ended = False
+        self.progress = time.monotonic()  # when the server last answered on this stream or let it send more
 
 
 class Channel:
@@ -361,34 +368,59 @@ class Channel:
 
     def call(self, method: str, request: bytes = b"", limit: int = MAX_ANSWER, metadata: Optional[dict] = None) -> list:
         """The messages `method` (`/package.Service/Method`) answers to one request message, as bytes; a
-        GrpcError with the server's status and message if it fails, or with UNAVAILABLE, DEADLINE_EXCEEDED or
-        INTERNAL when the socket, the clock or the bytes fail."""
-        return self.stream(method, [request], limit, metadata)
+        GrpcError with the server's status and message if it fails, or with UNAVAILABLE, DEADLINE_EXCEEDED,
+        RESOURCE_EXHAUSTED (an answer over `limit`) or INTERNAL when the socket, the clock or the bytes fail.
+        A connection the server closed while idle (a restart, a GOAWAY) is opened again once, and the call
+        made again: every method asked this way must be safe to ask twice."""
+        with self._lock:
+            reused = self._sock is not None
+            try:
+                return self._guarded(method, [request], limit, metadata)
+            except GrpcError as exc:
+                if not (reused and exc.status == UNAVAILABLE and not exc.from_server):
+                    raise
+            return self._guarded(method, [request], limit, metadata)
 
     def stream(self, method: str, requests: Iterable, limit: int = MAX_ANSWER, metadata: Optional[dict] = None) -> list:
         """As `call`, for a method that takes a stream of request messages: each is sent as the server's flow
-        control allows (an iterable, so they need not all be in memory at once)."""
+        control allows (an iterable, so they need not all be in memory at once). Never made twice."""
         with self._lock:
-            try:
-                if self._sock is None:
-                    self._connect()
-                return self._call(method, requests, limit, {**self.metadata, **(metadata or {})})
-            except GrpcError as exc:
-                if exc.status in (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL):
-                    self.close()
-                raise
-            except socket.timeout:
+            return self._guarded(method, requests, limit, metadata)
+
+    def _guarded(self, method: str, requests: Iterable, limit: int, metadata: Optional[dict]) -> list:
+        """One call, every failure a GrpcError (or what the requests' iterable raised); a connection a failure
+        leaves in doubt is closed."""
+        try:
+            if self._sock is None:
+                self._connect()
+            return self._call(method, requests, limit, {**self.metadata, **(metadata or {})})
+        except GrpcError as exc:
+            if not exc.from_server:
                 self.close()
-                raise GrpcError(DEADLINE_EXCEEDED, f"no answer within {self.timeout:.0f} s") from None
-            except OSError as exc:
-                self.close()
-                raise GrpcError(UNAVAILABLE, f"cannot talk to {self.path}: {exc.strerror or exc}") from None
+            raise
+        except socket.timeout:
+            self.close()
+            raise GrpcError(DEADLINE_EXCEEDED, f"no answer within {self.timeout:.0f} s") from None
+        except OSError as exc:
+            self.close()
+            raise GrpcError(UNAVAILABLE, f"cannot talk to {self.path}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(min(self.timeout, self.connect_timeout))
-            sock.connect(self.path)
+            deadline = time.monotonic() + min(self.timeout, self.connect_timeout)
+            while True:
+                try:
+                    sock.connect(self.path)
+                    break
+                except BlockingIOError:  # a Unix socket whose backlog is full refuses at once: try again a while
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
             sock.settimeout(self.timeout)
             settings = struct.pack(">HI", 2, 0) + struct.pack(">HI", 4, _WINDOW)  # no push; the widest stream window
             sock.sendall(_PREFACE + _frame(_SETTINGS, 0, 0, settings) + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _WINDOW - 65535)))
@@ -476,23 +508,31 @@ class Channel:
             increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
             if on == 0:
                 self._send_window += increment
+                if not increment or self._send_window > _WINDOW:
+                    raise _malformed("a WINDOW_UPDATE of 0, or past the largest window")
             elif on == call.stream:
                 call.window += increment
+                if not increment or call.window > _WINDOW:
+                    raise _malformed("a WINDOW_UPDATE of 0, or past the largest window")
+                call.progress = time.monotonic()
         elif kind == _GOAWAY:
             last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 8 else 0
             if last < call.stream:
                 raise GrpcError(UNAVAILABLE, f"{self.path} is closing the connection (HTTP/2 GOAWAY)")
         elif kind == _HEADERS:
-            block = self._unpadded(flags, payload, 5 if flags & _PRIORITY else 0)
-            while not flags & _END_HEADERS:
-                kind, flags, following, payload = self._read_frame()
+            block = bytearray(self._unpadded(flags, payload, 5 if flags & _PRIORITY else 0))
+            ends, last = flags & _END_STREAM, flags  # END_STREAM is the HEADERS frame's, END_HEADERS the last frame's
+            while not last & _END_HEADERS:
+                kind, last, following, payload = self._read_frame()
                 if kind != _CONTINUATION or following != on:
                     raise _malformed("a header block is interrupted")
                 block += payload
-            fields = self._decoder.decode(block)  # every block, to keep the dynamic table in step
+                if len(block) > _MAX_HEADER_BLOCK:
+                    raise _malformed(f"a header block over {_MAX_HEADER_BLOCK} bytes")
+            fields = self._decoder.decode(bytes(block))  # every block, to keep the dynamic table in step
             if on == call.stream:
                 call.headers.update(fields)
-                call.ended = bool(flags & _END_STREAM)
+                call.ended, call.progress = bool(ends), time.monotonic()
         elif kind in (_CONTINUATION, _PUSH_PROMISE):
             raise _malformed("an unexpected CONTINUATION or PUSH_PROMISE frame")
         elif kind == _DATA:
@@ -500,14 +540,16 @@ class Channel:
             if on == call.stream:
                 call.data += self._unpadded(flags, payload)
                 if len(call.data) > call.limit:
-                    raise GrpcError(INTERNAL, f"the answer is over the {call.limit} bytes allowed")
-                call.ended = bool(flags & _END_STREAM)
+                    raise GrpcError(RESOURCE_EXHAUSTED, f"the answer is over the {call.limit} bytes allowed")
+                call.ended, call.progress = bool(flags & _END_STREAM), time.monotonic()
             if self._received > _WINDOW // 2:
                 self._sock.sendall(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received)))
                 self._received = 0
         elif kind == _RST_STREAM and on == call.stream:
             code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else -1
             raise GrpcError(UNAVAILABLE, f"{self.path} reset the call (HTTP/2 error {code})")
+        if not call.ended and time.monotonic() - call.progress > self.timeout:  # frames, but none that move the call
+            raise GrpcError(DEADLINE_EXCEEDED, f"no answer within {self.timeout:.0f} s")
 
     def _settings(self, payload: bytes, call: _Call) -> None:
         if len(payload) % 6:
@@ -516,7 +558,9 @@ class Channel:
             key, value = struct.unpack(">HI", payload[pos : pos + 6])
             if key == _SETTING_MAX_FRAME and 16384 <= value < 2**24:
                 self._send_frame_size = min(value, _MAX_FRAME)
-            elif key == _SETTING_WINDOW and value <= _WINDOW:  # it moves the window of every open stream by as much
+            elif key == _SETTING_WINDOW:  # it moves the window of every open stream by as much
+                if value > _WINDOW:
+                    raise _malformed("an initial window past the largest window")
                 call.window += value - self._stream_window
                 self._stream_window = value
         self._sock.sendall(_frame(_SETTINGS, _ACK, 0))
@@ -525,11 +569,12 @@ class Channel:
     def _messages(headers: dict, data: bytes) -> list:
         if headers.get(":status", "200") != "200":
             raise GrpcError(UNAVAILABLE, f"the server answered HTTP status {headers.get(':status')}")
-        status = headers.get("grpc-status")
-        if status is None or not status.isdigit():
+        status = headers.get("grpc-status", "")
+        if not (status.isascii() and status.isdigit() and len(status) <= 3):
             raise _malformed("no grpc-status in the answer")
-        if int(status) != OK:
-            raise GrpcError(int(status), unquote(headers.get("grpc-message", "")) or f"gRPC status {status}")
+        if int(status) != OK:  # its message: UTF-8, percent-encoded
+            message = unquote_to_bytes(headers.get("grpc-message", "").encode("latin-1")).decode("utf-8", "replace")
+            raise GrpcError(int(status), message or f"gRPC status {status}", from_server=True)
         messages, pos = [], 0
         while pos < len(data):
             if pos + 5 > len(data):

@@ -168,7 +168,7 @@ def test_a_second_pull_moves_nothing_and_asks_the_registry_nothing(store, regist
     assert [result.id for result in again] == [corpus.app.id, corpus.worker.id, corpus.amd64.id]
 
 
-def test_policy_always_sends_one_head_per_tag_and_nothing_else(store, registry):
+def test_policy_always_sends_one_head_per_tag_and_nothing_else(store, registry, corpus):
     names = [f"{registry.host}/team/app:1", f"{registry.host}/team/worker:1"]
     pull(store, names)
     mark = registry.mark()
@@ -177,7 +177,7 @@ def test_policy_always_sends_one_head_per_tag_and_nothing_else(store, registry):
     assert sorted(method for method, _path, _status in registry.image_requests_since(mark)) == ["HEAD", "HEAD"]
 
 
-def test_check_mode_writes_nothing(store, containerd, registry):
+def test_check_mode_writes_nothing(store, containerd, registry, corpus):
     predicted = pull(store, [f"{registry.host}/team/app:1"], check_mode=True)
     assert predicted[0].changed and [layer.status for layer in predicted[0].layers] == [PULL_COMPLETE, PULL_COMPLETE]
     assert containerd.image_names() == {}

@@ -60,7 +60,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._blob import FileSink, sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
@@ -68,6 +68,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._grpc import (
     ALREADY_EXISTS,
     DEADLINE_EXCEEDED,
     NOT_FOUND,
+    RESOURCE_EXHAUSTED,
     UNAVAILABLE,
     Channel,
     GrpcError,
@@ -206,59 +207,89 @@ def _failure(where: str, reason: str, what: str, message: str) -> DockyardError:
     return DockyardError(reason, f"{where} failed {what}: {message}; containerd's log (journalctl -u containerd) may tell more")
 
 
+class _SpoolUnreadable(Exception):
+    """A spooled blob that could not be read while it was being written into containerd."""
+
+
 class Api:
-    """containerd's own gRPC API on its socket, for the questions a store asks (what it holds, and its version):
-    one connection, a fraction of a millisecond per question, where each `ctr` is a process of about 30 ms.
-    Every failure is a DockyardError, as ctr's are."""
+    """containerd's own gRPC API on its socket, for what a store reads and stores: one connection, a fraction
+    of a millisecond per question, where each `ctr` is a process of about 30 ms. Every failure is a
+    DockyardError, as ctr's are, whatever containerd answers."""
 
     def __init__(self, ctr: Ctr, timeout: float):
         self.ctr = ctr
         self.channel = Channel(ctr.address, timeout, {"containerd-namespace": ctr.namespace}, connect_timeout=CONNECT_TIMEOUT)
 
-    def call(self, method: str, what: str, request: bytes = b"", namespace: Optional[str] = None, limit: Optional[int] = None) -> list:
-        """The answer's messages, each read into its fields."""
+    def call(self, method: str, what: str, read: Callable, request: bytes = b"", namespace: Optional[str] = None, limit: Optional[int] = None):
+        """What `read` makes of the answer's messages (each read into its fields): a malformed field in them
+        fails as the call does."""
         self.ctr.check_socket()
         metadata = {"containerd-namespace": namespace} if namespace else None
         try:
             answers = self.channel.call(f"/containerd.services.{method}", request, metadata=metadata, **({"limit": limit} if limit else {}))
-            return [Message(answer) for answer in answers]
+            return read([Message(answer) for answer in answers])
         except GrpcError as exc:
             raise self._failure(exc, what) from None
 
     def _failure(self, exc: GrpcError, what: str) -> DockyardError:
+        if exc.status == RESOURCE_EXHAUSTED:  # more than a manifest or config may be: not what the store should hold there
+            return DockyardError("store_corrupt", f"{self.ctr.where} failed {what}: {exc.message}")
         reason = "unreachable" if exc.status in (UNAVAILABLE, DEADLINE_EXCEEDED) else "not_found" if exc.status == NOT_FOUND else "engine_error"
         return _failure(self.ctr.where, reason, what, exc.message[:500])
 
     def version(self) -> str:
-        answers = self.call("version.v1.Version/Version", "to tell its version")
-        return answers[0].text(1) if answers else ""
+        return self.call("version.v1.Version/Version", "to tell its version", lambda answers: answers[0].text(1) if answers else "")
 
     def images(self) -> dict:
         """name: target digest of every image of the namespace."""
-        images = [image for answer in self.call("images.v1.Images/List", "to list its images") for image in answer.messages(1)]
-        return {image.text(1): image.message(3).text(2) for image in images if is_digest(image.message(3).text(2))}
+
+        def read(answers: list) -> dict:
+            images = [image for answer in answers for image in answer.messages(1)]
+            return {image.text(1): image.message(3).text(2) for image in images if is_digest(image.message(3).text(2))}
+
+        return self.call("images.v1.Images/List", "to list its images", read)
 
     def content(self, namespace: Optional[str] = None) -> set:
-        answers = self.call("content.v1.Content/List", "to list its content", namespace=namespace)
-        return {info.text(1) for answer in answers for info in answer.messages(1) if is_digest(info.text(1))}
+        def read(answers: list) -> set:
+            return {info.text(1) for answer in answers for info in answer.messages(1) if is_digest(info.text(1))}
+
+        return self.call("content.v1.Content/List", "to list its content", read, namespace=namespace)
 
     def read(self, digest: str, limit: int) -> bytes:
-        """A blob of the content store, whole; refused past `limit` bytes."""
-        answers = self.call("content.v1.Content/Read", f"to read {digest}", encode_field(1, digest), limit=limit + 64 * 1024)
-        body = b"".join(answer.data(2) for answer in answers)
+        """A blob of the content store, whole; store_corrupt past `limit` bytes."""
+        body = self.call(
+            "content.v1.Content/Read",
+            f"to read {digest}",
+            lambda answers: b"".join(a.data(2) for a in answers),
+            encode_field(1, digest),
+            limit=limit + 64 * 1024,
+        )
         if len(body) > limit:
             raise DockyardError("store_corrupt", f"{self.ctr.where}: the content {digest} is over the {limit} bytes a manifest or config may have")
         return body
 
     def containers(self) -> list:
         """(container id, image name) of every container of the namespace."""
-        answers = self.call("containers.v1.Containers/List", "to list its containers")
-        return [(container.text(1), container.text(3)) for answer in answers for container in answer.messages(1)]
+
+        def read(answers: list) -> list:
+            return [(container.text(1), container.text(3)) for answer in answers for container in answer.messages(1)]
+
+        return self.call("containers.v1.Containers/List", "to list its containers", read)
 
     def task_states(self) -> dict:
         """container id: the state of its task (running, stopped, ...)."""
-        tasks = [task for answer in self.call("tasks.v1.Tasks/List", "to list its tasks") for task in answer.messages(1)]
-        return {task.text(1): _TASK_STATES[task.number(4)] if task.number(4) < len(_TASK_STATES) else "unknown" for task in tasks}
+
+        def read(answers: list) -> dict:
+            tasks = [task for answer in answers for task in answer.messages(1)]
+            return {task.text(1): _TASK_STATES[task.number(4)] if task.number(4) < len(_TASK_STATES) else "unknown" for task in tasks}
+
+        return self.call("tasks.v1.Tasks/List", "to list its tasks", read)
+
+    def namespaces(self) -> list:
+        def read(answers: list) -> list:
+            return [namespace.text(1) for answer in answers for namespace in answer.messages(1)]
+
+        return self.call("namespaces.v1.Namespaces/List", "to list its namespaces", read)
 
     def take_lease(self) -> str:
         """A lease of the namespace that keeps what is written under it from containerd's garbage collector
@@ -266,11 +297,15 @@ class Api:
         lease = f"dockyard-{uuid.uuid4().hex}"
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + LEASE_SECONDS))
         label = encode_field(1, LEASE_EXPIRY) + encode_field(2, expires)  # a map's entry: key 1, value 2
-        self.call("leases.v1.Leases/Create", "to take a lease", encode_field(1, lease) + encode_field(3, label))
-        return lease
+        try:
+            self.call("leases.v1.Leases/Create", "to take a lease", list, encode_field(1, lease) + encode_field(3, label))
+        except DockyardError:
+            if lease not in self.call("leases.v1.Leases/List", "to list its leases", lambda answers: [m.text(1) for a in answers for m in a.messages(1)]):
+                raise
+        return lease  # made by a first try whose answer was lost, if not by the second
 
     def drop_lease(self, lease: str) -> None:
-        self.call("leases.v1.Leases/Delete", "to drop its lease", encode_field(1, lease))
+        self.call("leases.v1.Leases/Delete", "to drop its lease", list, encode_field(1, lease))
 
     def write(self, lease: str, descriptor: Descriptor, path: str) -> None:
         """The verified blob at `path` into the content store under `lease`, containerd checking its size and
@@ -280,37 +315,47 @@ class Api:
         channel = Channel(self.ctr.address, self.channel.timeout, self.channel.metadata, connect_timeout=CONNECT_TIMEOUT)
 
         def requests():
-            with open(path, "rb") as handle:
-                offset, chunk = 0, handle.read(WRITE_CHUNK)
+            try:
+                handle = open(path, "rb")  # noqa: SIM115 - closed below, in the generator
+            except OSError as exc:
+                raise _SpoolUnreadable(exc.strerror or str(exc)) from None
+            with handle:
+                offset, chunk = 0, b""
+                following = self._chunk(handle)
                 while True:
-                    following = handle.read(WRITE_CHUNK) if len(chunk) == WRITE_CHUNK else b""
+                    chunk, following = following, self._chunk(handle) if len(following) == WRITE_CHUNK else b""
                     action = WRITE_COMMIT if not following else WRITE_DATA
                     head = encode_field(1, action) + encode_field(2, ref) + encode_field(3, descriptor.size) + encode_field(4, descriptor.digest)
                     yield head + encode_field(5, offset) + encode_field(6, chunk)
                     if action == WRITE_COMMIT:
                         return
-                    offset, chunk = offset + len(chunk), following
+                    offset += len(chunk)
+
+        def confirmed(answers: list) -> bool:
+            last = Message(answers[-1]) if answers else None
+            return last is not None and last.number(1) == WRITE_COMMIT and last.text(6) == descriptor.digest
 
         self.ctr.check_socket()
         try:
-            answers = channel.stream("/containerd.services.content.v1.Content/Write", requests(), metadata={"containerd-lease": lease})
+            if not confirmed(channel.stream("/containerd.services.content.v1.Content/Write", requests(), metadata={"containerd-lease": lease})):
+                raise DockyardError("engine_error", f"{self.ctr.where} did not confirm it stored {descriptor.digest}")
         except GrpcError as exc:
             if exc.status != ALREADY_EXISTS:
                 raise self._failure(exc, what) from None
             # another writer committed it meanwhile: the lease keeps it too, until an image names it
             resource = encode_field(1, descriptor.digest) + encode_field(2, "content")
-            self.call("leases.v1.Leases/AddResource", what, encode_field(1, lease) + encode_field(2, resource))
-            return
-        except OSError as exc:
-            raise DockyardError("engine_error", f"{self.ctr.where}: cannot read {path} to store it: {exc.strerror or exc}") from None
+            self.call("leases.v1.Leases/AddResource", what, list, encode_field(1, lease) + encode_field(2, resource))
+        except _SpoolUnreadable as exc:
+            raise DockyardError("engine_error", f"cannot read {path}, the blob spooled to be stored in {self.ctr.where}: {exc}") from None
         finally:
             channel.close()
-        last = Message(answers[-1]) if answers else None
-        if last is None or last.number(1) != WRITE_COMMIT or last.text(6) != descriptor.digest:
-            raise DockyardError("engine_error", f"{self.ctr.where} did not confirm it stored {descriptor.digest}")
 
-    def namespaces(self) -> list:
-        return [namespace.text(1) for answer in self.call("namespaces.v1.Namespaces/List", "to list its namespaces") for namespace in answer.messages(1)]
+    @staticmethod
+    def _chunk(handle) -> bytes:
+        try:
+            return handle.read(WRITE_CHUNK)
+        except OSError as exc:
+            raise _SpoolUnreadable(exc.strerror or str(exc)) from None
 
 
 @dataclass
@@ -334,7 +379,7 @@ class _Held:
 
 
 class ContainerdStore:
-    """containerd's images in one namespace, through `ctr`."""
+    """containerd's images in one namespace: read and stored over its gRPC API, imported and removed with `ctr`."""
 
     name = "containerd"
 
@@ -765,7 +810,10 @@ class _Receiver:
 
     def _store(self, descriptor: Descriptor, path: str) -> None:
         """A verified blob from the spool into containerd's content store, under the pull's lease, while the
-        pull's other blobs still download; it counts as received once containerd holds it."""
+        pull's other blobs still download; it counts as received once containerd holds it. Without a ctr to
+        import the image with, nothing goes in."""
+        if not shutil.which(self.store.ctr.binary):
+            raise self.store.ctr.no_ctr()
         self.store.api.write(self.lease, descriptor, path + ".partial")
         os.replace(path + ".partial", path)
 

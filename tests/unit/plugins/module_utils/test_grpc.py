@@ -9,6 +9,7 @@ import re
 import shutil
 import struct
 import tempfile
+import time
 
 import pytest
 from hpack import Encoder
@@ -23,6 +24,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._grpc import (
     DEADLINE_EXCEEDED,
     INTERNAL,
     NOT_FOUND,
+    RESOURCE_EXHAUSTED,
     UNAVAILABLE,
     Channel,
     GrpcError,
@@ -31,8 +33,22 @@ from ansible_collections.dockyard.images.plugins.module_utils._grpc import (
     encode_field,
     huffman_decode,
 )
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
 from ansible_collections.dockyard.images.plugins.module_utils._stores._containerd import ContainerdStore
-from support.grpc_server import DATA, END_HEADERS, END_STREAM, HEADERS, PING, RST_STREAM, SETTINGS, ScriptedGrpcServer, frame, grpc_message
+from support.grpc_server import (
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PING,
+    RST_STREAM,
+    SETTINGS,
+    ScriptedGrpcServer,
+    frame,
+    grpc_message,
+)
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
 header_names = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=20)
@@ -147,7 +163,7 @@ def test_padding_continuation_pings_and_settings_amid_an_answer_are_read(serve):
     "reply, status, words",
     [
         (lambda a, s: frame(DATA, 0, s, b"x" * 20000), INTERNAL, "frame of 20000 bytes"),
-        (lambda a, s: a.ok(s, [b"x" * 3000]), INTERNAL, "over the 1000 bytes allowed"),
+        (lambda a, s: a.ok(s, [b"x" * 3000]), RESOURCE_EXHAUSTED, "over the 1000 bytes allowed"),
         (
             lambda a, s: (a.headers(s, [(":status", "200")]) + frame(DATA, 0, s, grpc_message(b"cut")[:-1]), "close"),
             UNAVAILABLE,
@@ -197,3 +213,103 @@ def test_the_containerd_store_turns_every_broken_answer_into_a_reason(serve):
     with pytest.raises(DockyardError) as failed:
         ContainerdStore(server.path, "k8s.io", timeout=5).content()
     assert failed.value.reason == "unreachable" and "is containerd running" in failed.value.message
+
+
+def test_a_status_or_message_that_is_not_plain_text_fails_cleanly(serve):
+    """grpc-status in other digits than ASCII's is malformed; a grpc-message that is not UTF-8 is read with
+    replacement characters, never as text a task result cannot carry."""
+    replies = iter(
+        [
+            lambda a, s: a.headers(s, [(":status", "200"), ("grpc-status", "\u00b2")], end=True),
+            lambda a, s: a.headers(s, [(":status", "200"), ("grpc-status", "13"), ("grpc-message", "bad %FF%FE bytes \xff")], end=True),
+        ]
+    )
+    server = serve(lambda answers, stream, headers: next(replies)(answers, stream))
+    with pytest.raises(GrpcError, match="no grpc-status") as failed:
+        Channel(server.path, 5).call("/a.B/C")
+    assert failed.value.status == INTERNAL
+    with pytest.raises(GrpcError) as failed:
+        Channel(server.path, 5).call("/a.B/C")
+    assert failed.value.status == INTERNAL and failed.value.from_server
+    failed.value.message.encode("utf-8")  # no lone surrogate
+    assert failed.value.message.startswith("bad \ufffd\ufffd bytes")
+
+
+def test_trailers_over_continuation_end_the_call_and_a_header_flood_is_refused(serve):
+    def answer(answers, stream, headers):
+        trailers = answers.encoder.encode([("grpc-status", "0"), ("grpc-message", "")])
+        start = answers.headers(stream, [(":status", "200")]) + frame(DATA, 0, stream, grpc_message(encode_field(1, "split")))
+        if headers[":path"] == "/a.B/Split":
+            return start + frame(HEADERS, END_STREAM, stream, trailers[:1]) + frame(CONTINUATION, END_HEADERS, stream, trailers[1:])
+        return start + frame(HEADERS, 0, stream, b"") + b"".join(frame(CONTINUATION, 0, stream, b"\0" * 16384) for _ in range(8))
+
+    server = serve(answer)
+    assert [Message(m).text(1) for m in Channel(server.path, 2).call("/a.B/Split")] == ["split"]
+    with pytest.raises(GrpcError, match="header block over") as failed:
+        Channel(server.path, 2).call("/a.B/Flood")
+    assert failed.value.status == INTERNAL
+
+
+def test_a_server_that_only_pings_fails_the_call_at_its_deadline(serve):
+    def answer(answers, stream, headers):
+        return b"".join(frame(PING, 0, 0, b"%08d" % i) for i in range(40))  # frames, none of them an answer
+
+    server = serve(answer)
+    channel = Channel(server.path, 0.3)
+    original = channel._read_frame
+
+    def slow_read_frame():
+        time.sleep(0.02)
+        return original()
+
+    channel._read_frame = slow_read_frame
+    started = time.monotonic()
+    with pytest.raises(GrpcError) as failed:
+        channel.call("/a.B/C")
+    assert failed.value.status == DEADLINE_EXCEEDED and time.monotonic() - started < 2
+
+
+def test_an_idle_connection_the_server_closed_is_opened_again_once(serve):
+    def answer(answers, stream, headers):
+        if stream == 3:  # the server went away meanwhile: it answers the next call with a GOAWAY, and closes
+            return frame(GOAWAY, 0, 0, struct.pack(">II", 1, 0)), "close"
+        return answers.ok(stream, [encode_field(1, f"call on stream {stream}")])
+
+    server = serve(answer)
+    channel = Channel(server.path, 5)
+    assert Message(channel.call("/a.B/C")[0]).text(1) == "call on stream 1"
+    assert Message(channel.call("/a.B/C")[0]).text(1) == "call on stream 1", "asked again on a new connection"
+    assert server.connections == 2
+
+
+def test_every_malformed_answer_is_a_reason_from_the_store(serve, socket_dir):
+    """Fields of the wrong type anywhere in containerd's answers, an answer over the size a config may have, and a
+    spooled blob that cannot be read: each a DockyardError with its reason, never another exception."""
+
+    def answer(answers, stream, headers):
+        path = headers[":path"]
+        if path.endswith("Content/Read"):
+            return answers.ok(stream, [encode_field(2, b"x" * 16000)] * 1100)  # 17.6 MB: over what a config may be
+        if path.endswith("Content/Write"):
+            return answers.ok(stream, [encode_field(1, b"not a number")])
+        return answers.ok(stream, [encode_field(1, 7)])  # a number where a message belongs
+
+    server = serve(answer)
+    store = ContainerdStore(server.path, "k8s.io", timeout=5)
+    for ask in (store.image_names, store.content, store.api.version, store.api.containers, store.api.task_states, store.api.namespaces):
+        with pytest.raises(DockyardError) as failed:
+            ask()
+        assert failed.value.reason == "engine_error" and "wrong type" in failed.value.message, ask
+    with pytest.raises(DockyardError) as failed:
+        store.blob("sha256:" + "a" * 64)
+    assert failed.value.reason == "store_corrupt"
+    blob = f"{socket_dir}/blob"
+    with open(blob, "wb") as handle:
+        handle.write(b"data")
+    descriptor = Descriptor("application/octet-stream", "sha256:" + "b" * 64, 4)
+    with pytest.raises(DockyardError) as failed:
+        store.api.write("lease", descriptor, blob)
+    assert failed.value.reason == "engine_error" and "wrong type" in failed.value.message
+    with pytest.raises(DockyardError) as failed:
+        store.api.write("lease", descriptor, f"{socket_dir}/gone")
+    assert failed.value.reason == "engine_error" and "cannot read" in failed.value.message and "does not answer" not in failed.value.message
