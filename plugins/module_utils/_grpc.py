@@ -13,9 +13,11 @@ containerd what it holds, without a `ctr` process per question and without grpci
   and the canonical Huffman code, rebuilt from its code lengths.
 - Messages are protobuf, read field by field into numbers and bytes; the caller knows what each
   field number means. Nothing is compressed.
-- Everything read is bounded (a frame by the size this client allows, an answer by `limit`), and every
-  malformed byte raises GrpcError, never another exception; a failure closes the connection, and the
-  next call opens a new one.
+- Everything read is bounded (a frame by the size this client allows, a header block to 64 KiB, an
+  answer by `limit`), a call on which the server makes no progress for `timeout` seconds fails (PINGs
+  and other streams' frames do not count), and every malformed byte raises GrpcError, never another
+  exception. A failure closes the connection and the next call opens a new one; a unary call that finds
+  its idle connection closed by the server (a restart, a GOAWAY) is made once more on a new one.
 
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """
