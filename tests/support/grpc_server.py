@@ -90,7 +90,7 @@ class ScriptedGrpcServer:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, _address = self._listener.accept()
             except OSError:
                 return
             self.connections += 1

@@ -241,7 +241,7 @@ def test_trailers_over_continuation_end_the_call_and_a_header_flood_is_refused(s
         start = answers.headers(stream, [(":status", "200")]) + frame(DATA, 0, stream, grpc_message(encode_field(1, "split")))
         if headers[":path"] == "/a.B/Split":
             return start + frame(HEADERS, END_STREAM, stream, trailers[:1]) + frame(CONTINUATION, END_HEADERS, stream, trailers[1:])
-        return start + frame(HEADERS, 0, stream, b"") + b"".join(frame(CONTINUATION, 0, stream, b"\0" * 16384) for _ in range(8))
+        return start + frame(HEADERS, 0, stream, b"") + b"".join(frame(CONTINUATION, 0, stream, b"\0" * 16384) for _piece in range(8))
 
     server = serve(answer)
     assert [Message(m).text(1) for m in Channel(server.path, 2).call("/a.B/Split")] == ["split"]
