@@ -670,25 +670,44 @@ def _json_bytes(data) -> bytes:
 
 
 def write_archive(out: BinaryIO, plan: ArchivePlan, open_blob: Callable[[Descriptor], BinaryIO]) -> None:
-    """Stream the archive `plan` describes into `out` (a file, or a pipe): directories, then members in
-    order; every blob's bytes are checked against its digest as they go, so a store that holds other
-    bytes than it names fails the export instead of spoiling the archive."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        parents = sorted({posixpath.dirname(name) for name, _source in plan.members if "/" in name})
-        for folder in dict.fromkeys(part for parent in parents for part in _parents(parent)):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
-            tar.addfile(info)
-        for name, source in plan.members:
-            info = tarfile.TarInfo(name)
-            info.mode, info.mtime = 0o644, 0
-            if isinstance(source, bytes):
-                info.size = len(source)
-                tar.addfile(info, io.BytesIO(source))
-                continue
-            info.size = source.size
+    """Write the archive `plan` describes into `out` (a file): see archive_chunks."""
+    for chunk in archive_chunks(plan, open_blob):
+        out.write(chunk)
+
+
+def archive_chunks(plan: ArchivePlan, open_blob: Callable[[Descriptor], BinaryIO]) -> Iterator[bytes]:
+    """The archive `plan` describes, as the bytes of a tar stream in order (the same bytes `tarfile` writes:
+    PAX headers, members padded to 512-byte blocks, the archive padded to whole records): directories, then
+    members. Every blob's bytes are checked against its digest as they go, so a store that holds other bytes
+    than it names fails with store_corrupt before the archive's end, instead of spoiling it; one shorter than
+    its size fails with an OSError. A blob goes in chunks of CHUNK bytes, straight from its file."""
+    written = 0
+
+    def member(name: str, size: int, kind: bytes = tarfile.REGTYPE, mode: int = 0o644) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime, info.size = kind, mode, 0, size
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+    parents = sorted({posixpath.dirname(name) for name, _source in plan.members if "/" in name})
+    for folder in dict.fromkeys(part for parent in parents for part in _parents(parent)):
+        header = member(folder, 0, tarfile.DIRTYPE, 0o755)
+        written += len(header)
+        yield header
+    for name, source in plan.members:
+        size = len(source) if isinstance(source, bytes) else source.size
+        header = member(name, size)
+        yield header
+        if not isinstance(source, bytes):
             with open_blob(source) as handle:
-                tar.addfile(info, _Verified(handle, source))
+                yield from _verified_chunks(handle, source)
+        elif source:
+            yield source
+        padding = -size % tarfile.BLOCKSIZE
+        if padding:  # no empty chunk: a request body sent in chunks ends at one
+            yield tarfile.NUL * padding
+        written += len(header) + size + padding
+    end = tarfile.BLOCKSIZE * 2
+    yield tarfile.NUL * (end + -(written + end) % tarfile.RECORDSIZE)
 
 
 def _parents(folder: str) -> list:
@@ -696,23 +715,23 @@ def _parents(folder: str) -> list:
     return ["/".join(parts[: index + 1]) for index in range(len(parts))]
 
 
-class _Verified:
-    """A blob's stream that fails once its declared size is read when those bytes are not the ones its
-    digest names (the tar writer reads exactly that size, and fails itself on a shorter stream)."""
-
-    def __init__(self, handle: BinaryIO, descriptor: Descriptor):
-        self.handle = handle
-        self.descriptor = descriptor
-        self.hash = hashlib.new(descriptor.digest.split(":", 1)[0])
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.handle.read(size)
-        self.hash.update(chunk)
-        self.count += len(chunk)
-        if chunk and self.count >= self.descriptor.size and f"{self.hash.name}:{self.hash.hexdigest()}" != self.descriptor.digest:
-            raise DockyardError("store_corrupt", f"the blob {self.descriptor.digest} the store holds is not what its digest names; pull the image again")
-        return chunk
+def _verified_chunks(handle: BinaryIO, descriptor: Descriptor) -> Iterator[bytes]:
+    """The blob's `size` bytes from `handle`, in chunks; store_corrupt before the last of them when they are not
+    the bytes its digest names, an OSError when the stream ends short of its size."""
+    hasher = hashlib.new(descriptor.digest.split(":", 1)[0])
+    left = descriptor.size
+    while True:
+        chunk = handle.read(min(CHUNK, left)) if left else b""
+        if left and not chunk:
+            raise OSError(errno.EIO, f"the blob {descriptor.digest} ends {left} bytes short of its size {descriptor.size}")
+        hasher.update(chunk)
+        left -= len(chunk)
+        if not left and f"{hasher.name}:{hasher.hexdigest()}" != descriptor.digest:
+            raise DockyardError("store_corrupt", f"the blob {descriptor.digest} the store holds is not what its digest names; pull the image again")
+        if chunk:
+            yield chunk
+        if not left:
+            return
 
 
 def archive_holds(path: str, plan: ArchivePlan) -> bool:

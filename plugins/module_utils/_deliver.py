@@ -99,8 +99,7 @@ def inventory(store, images: list, staging: str, check_mode: bool = False) -> di
     may_be_staged = []
     wanted = _checked_blobs(images, may_be_staged)
     holding = store.holding(wanted)
-    named = {(record.reference.stored_name, record.id) for record in store.images() if record.reference is not None and record.id in holding.images}
-    tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in named})
+    tagged = sorted({name for image in images for name in image.get("names") or () if (name, image["id"]) in holding.names})
     staged = []
     blobs = {d.digest: d for d in may_be_staged}.values()
     if not check_mode:

@@ -25,25 +25,22 @@ import os
 import shutil
 import tarfile
 import tempfile
-import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._archive import (
     DOCKER_ARCHIVE,
     ArchiveImage,
-    ArchivePlan,
     ArchiveReader,
     ArchiveSource,
     Exported,
+    archive_chunks,
     exported,
     exported_image,
     plan_archive,
-    write_archive,
 )
 from ansible_collections.dockyard.images.plugins.module_utils._batch import safely
-from ansible_collections.dockyard.images.plugins.module_utils._blob import CHUNK
 from ansible_collections.dockyard.images.plugins.module_utils._engine_pull import engine_state, first_brings_shared_layers, predicted_layers
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor, read_config
@@ -145,7 +142,8 @@ class EngineLoader:
         self.store = store
         self.source = source
         self.check_mode = check_mode
-        self._held = None  # the ChainIDs the engine holds, read once
+        self._held = None  # the DiffIDs of each image the engine holds, read once
+        self._chains = None  # their ChainIDs
 
     def pull(self, requests: list) -> list:
         loads = [_Load(PullResult(request), self.source.by_name[request.reference.stored_name]) for request in requests]
@@ -196,10 +194,16 @@ class EngineLoader:
             found = self.store.client.inspect_image(image.id)
         return found
 
-    def _held_chain_ids(self) -> set:
+    def _held_stacks(self) -> list:
+        """The DiffIDs of each image the engine holds, read once."""
         if self._held is None:
-            self._held = self.store.present_chain_ids()
+            self._held = [diff_ids for _id, _tags, diff_ids in self.store.held_images()]
         return self._held
+
+    def _held_chain_ids(self) -> set:
+        if self._chains is None:
+            self._chains = {chain for diff_ids in self._held_stacks() for chain in chain_ids(diff_ids)}
+        return self._chains
 
     def _tag(self, load: _Load) -> None:
         self.store.tag(load.image.id, load.request.reference)
@@ -237,7 +241,7 @@ class EngineLoader:
         plan = plan_archive(images, DOCKER_ARCHIVE)
         # Docker opens no file of a layer it holds, so it need not be there; Podman looks every file up first
         plan = plan.without(reused) if self.store.kind == "docker" else plan.emptied(reused)
-        with _archive_stream(plan, blobs.open) as body:
+        with contextlib.closing(archive_chunks(plan, blobs.open)) as body:
             answer = self.store.client.stream("POST", "/images/load", params={"quiet": "1"}, headers={"Content-Type": "application/x-tar"}, data=body)
             for event in answer:
                 message = event.get("error") or (event.get("errorDetail") or {}).get("message")
@@ -250,7 +254,7 @@ class EngineLoader:
         layer's file only for a ChainID it lacks, Podman's reuses a layer whose DiffID it holds (it stops the
         load if such a file is missing, but never reads it: the archive carries an empty file in its place)."""
         images = [([layer.digest for layer in load.image.layers], load.diff_ids) for load in loads]
-        return self.store.layers_unread(images, self._held_chain_ids() if self.store.kind == "docker" else None)
+        return self.store.layers_unread(images, self._held_stacks())
 
 
 def _images_to_send(loads: list) -> list:
@@ -283,8 +287,6 @@ class _ArchiveBlobs:
             with self.reader.open_blob(descriptor.digest) as handle:
                 yield handle
         except (DockyardError, OSError, tarfile.TarError, zlib.error, EOFError) as exc:
-            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
-                raise  # the engine stopped reading: not the archive's doing
             raise self._spoil(descriptor, exc) from None
 
     def _spoil(self, descriptor: Descriptor, exc: Exception) -> DockyardError:
@@ -298,35 +300,3 @@ class _ArchiveBlobs:
             error = exc
         self.spoiled = self.spoiled or (descriptor.digest, error)
         return error
-
-
-@contextlib.contextmanager
-def _archive_stream(plan: ArchivePlan, open_blob: Callable) -> Iterator[Iterator[bytes]]:
-    """The archive `plan` describes as a request body: chunks written on a thread of their own while the
-    request sends them. A writer that fails ends the body with its error, before the archive's end, so that
-    the engine sees a cut-off archive and takes none of it."""
-    read_end, write_end = os.pipe()
-    failures = []
-
-    def write() -> None:
-        try:
-            with open(write_end, "wb") as out:
-                write_archive(out, plan, open_blob)
-        except BaseException as exc:  # handed to the request's side, which raises it
-            failures.append(exc)
-
-    writer = threading.Thread(target=write, name="dockyard-load", daemon=True)
-    with open(read_end, "rb") as pipe:
-
-        def chunks() -> Iterator[bytes]:
-            yield from iter(lambda: pipe.read(CHUNK), b"")
-            writer.join()
-            if failures:
-                raise failures[0]
-
-        writer.start()
-        try:
-            yield chunks()
-        finally:
-            pipe.close()  # a writer the request stopped reading from ends with a broken pipe
-            writer.join()

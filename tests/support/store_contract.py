@@ -129,12 +129,13 @@ def case_a_store_says_which_images_it_holds_and_which_blobs_it_need_not_be_sent(
         return Wanted(item.image.id, (*layers, Descriptor("", item.image.id, len(item.image.config))), tuple(layer.diff_id for layer in item.image.layers))
 
     nothing = store.holding([wanted(app), wanted(worker)])
-    assert nothing.blobs == nothing.images == frozenset()
+    assert nothing.blobs == nothing.images == nothing.names == frozenset()
     pull(store, client, [app])
     alone = store.holding([wanted(app)])
     assert alone.images == {app.image.id} and alone.blobs == {app.image.id, *(layer.digest for layer in app.image.layers)}
+    assert alone.names == {(parse_reference(app.name).stored_name, app.image.id)}, "the name it holds the image under"
     both = store.holding([wanted(app), wanted(worker)])
-    assert both.images == {app.image.id}
+    assert both.images == {app.image.id} and both.names == alone.names
     assert worker.image.layers[1].digest not in both.blobs and worker.image.id not in both.blobs
     base = worker.image.layers[0].digest
     assert base == app.image.layers[0].digest

@@ -73,17 +73,21 @@ class Wanted:
 
 @dataclass(frozen=True)
 class Holding:
-    """What a store holds of the images a delivery asks about: the blobs a load into it need not be sent, and
-    the ids of the images it holds whole (an engine may hold an image and still need a blob of it sent for another)."""
+    """What a store holds of the images a delivery asks about: the blobs a load into it need not be sent, the
+    ids of the images it holds whole (an engine may hold an image and still need a blob of it sent for another),
+    and (stored name, id) for each name it gives one of those images."""
 
     blobs: frozenset
     images: frozenset
+    names: frozenset
 
     @classmethod
-    def per_blob(cls, images: list, holds: Callable[[Descriptor], bool]) -> Holding:
-        """For a store that keeps blobs as they are: a blob is held when the store has it, an image when every blob is."""
+    def per_blob(cls, images: list, holds: Callable[[Descriptor], bool], records: list) -> Holding:
+        """For a store that keeps blobs as they are: a blob is held when the store has it, an image when every
+        blob is; `records` are the store's images, for their names."""
         held = frozenset(d.digest for image in images for d in image.blobs if holds(d))
-        return cls(held, frozenset(image.id for image in images if all(d.digest in held for d in image.blobs)))
+        whole = frozenset(image.id for image in images if all(d.digest in held for d in image.blobs))
+        return cls(held, whole, frozenset((r.reference.stored_name, r.id) for r in records if r.reference is not None and r.id in whole))
 
 
 @dataclass

@@ -576,7 +576,7 @@ class ContainerdStore:
     def holding(self, images: list) -> Holding:
         """Of these images, the blobs the namespace's content store holds and the images it holds whole."""
         content = self.content()
-        return Holding.per_blob(images, lambda d: d.digest in content)
+        return Holding.per_blob(images, lambda d: d.digest in content, self.images())
 
     @contextlib.contextmanager
     def open_content(self, descriptor: Descriptor):

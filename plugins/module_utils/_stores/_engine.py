@@ -3,33 +3,29 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Engine stores: the Docker Engine API (and Podman's compatible one) over a unix socket.
 
-A small transport adapter lets `requests` speak HTTP over the socket, so managed hosts need
-nothing but `requests`. The API version is negotiated once with /version.
+The engine is spoken to with Python's own http.client over its socket (a module that only reads an
+engine's images loads no HTTP library of its own), on connections kept for the next request. The API
+version is negotiated once with /version.
 This module_utils file is private to the dockyard.images collection and may change at any time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import itertools
 import json
 import os
+import select
 import socket
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Optional
-from urllib.parse import quote, unquote, urlsplit
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference, parse_reference_or_none
-from ansible_collections.dockyard.images.plugins.module_utils._requests import (
-    HTTPAdapter,
-    HTTPConnection,
-    HTTPConnectionPool,
-    requests,
-    require_requests,
-    urllib3,
-)
 
 if TYPE_CHECKING:
     from ansible_collections.dockyard.images.plugins.module_utils._archive import ArchiveSource, Exported
@@ -47,55 +43,105 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
 )
 
 
-class _UnixConnection(HTTPConnection):
-    def __init__(self, socket_path: str, *args, **kwargs):
-        self._socket_path = socket_path
-        super().__init__("localhost", *args, **kwargs)
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over the engine's unix socket."""
 
-    def _new_conn(self):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
+        sock.settimeout(self.timeout)
         try:
-            sock.connect(self._socket_path)
-        except OSError as exc:
+            sock.connect(self._path)
+        except OSError:
             sock.close()
-            raise urllib3.exceptions.NewConnectionError(self, f"cannot connect to {self._socket_path}: {exc}") from None
-        return sock
+            raise
+        self.sock = sock
+
+    def dropped(self) -> bool:
+        """Whether the engine closed this idle connection: an idle socket that reads at all has reached its end."""
+        return self.sock is None or bool(select.select([self.sock], [], [], 0)[0])
 
 
-class _UnixPool(HTTPConnectionPool):
-    def __init__(self, socket_path: str, maxsize: int):
-        super().__init__("localhost", maxsize=maxsize)
-        self._socket_path = socket_path
+class _Pool:
+    """Idle connections to one socket, kept for the next request (at most `size`); threads each take their own."""
 
-    def _new_conn(self):
-        return _UnixConnection(self._socket_path, timeout=self.timeout.connect_timeout)
+    def __init__(self, path: str, size: int):
+        self.path, self.size = path, size
+        self._idle = []
+        self._lock = threading.Lock()
+
+    def take(self, timeout: float) -> tuple:
+        """(a connection, whether it served a request before)."""
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.dropped():
+                    return connection, True
+                connection.close()
+        return _UnixConnection(self.path, timeout), False
+
+    def give_back(self, connection: _UnixConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(connection)
+                return
+        connection.close()
 
 
-class UnixSocketAdapter(HTTPAdapter):
-    """Sends every request of a session to one unix socket."""
+class EngineAnswer:
+    """An engine's answer: its status, and its body read whole (`read`, `json`, `text`) or as it comes
+    (`lines`, `chunks`). Its connection serves the next request once the body is read to its end; an answer
+    closed before is dropped with its connection."""
 
-    def __init__(self, socket_path: str, pool_size: int = 10):
-        self._pool = _UnixPool(socket_path, pool_size)
-        super().__init__()
+    def __init__(self, answer: http.client.HTTPResponse, connection: _UnixConnection, pool: _Pool):
+        self.status_code = answer.status
+        self._answer, self._connection, self._pool = answer, connection, pool
+        self._content = None
 
-    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        return self._pool
+    def read(self) -> bytes:
+        """The whole body, read once."""
+        if self._content is None:
+            with self:
+                self._content = self._answer.read()
+        return self._content
 
-    def get_connection(self, url, proxies=None):
-        return self._pool
+    @property
+    def text(self) -> str:
+        return self.read().decode("utf-8", "replace")
 
-    def request_url(self, request, proxies):
-        return request.path_url
+    def json(self):
+        return json.loads(self.read())
 
-    def close(self):
-        self._pool.close()
-        super().close()
+    def lines(self) -> Iterator[bytes]:
+        with self:
+            yield from iter(self._answer.readline, b"")
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        with self:
+            yield from iter(lambda: self._answer.read(size), b"")
+
+    def close(self) -> None:
+        if self._connection is None:
+            return
+        connection, self._connection = self._connection, None
+        if self._answer.isclosed() and not self._answer.will_close:
+            self._pool.give_back(connection)
+        else:
+            self._answer.close()
+            connection.close()
+
+    def __enter__(self) -> EngineAnswer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 MAX_API_VERSION = (1, 45)
 DOWNLOAD_CHUNK = 1024 * 1024
-ENGINE_URL = "http://docker-engine"
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
 
@@ -141,10 +187,7 @@ class EngineClient:
     def __init__(self, docker_host: str, timeout: float = 60.0, pool_size: int = 10):
         self.docker_host = docker_host
         self.timeout = timeout
-        require_requests()
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxies or netrc for a local socket
-        self.session.mount(ENGINE_URL, UnixSocketAdapter(socket_path(docker_host), pool_size))
+        self._pool = _Pool(socket_path(docker_host), pool_size)
         self._info = None
 
     def info(self) -> EngineInfo:
@@ -164,17 +207,45 @@ class EngineClient:
         except DockyardError:
             return False
 
-    def call(self, method: str, path: str, versioned: bool = True, ok=(200,), timeout=None, **kwargs):
+    def call(self, method: str, path: str, versioned: bool = True, ok=(200,), timeout=None, params=None, headers=None, data=None, stream=False):
+        """One request; its answer, read whole unless `stream`. `timeout`: seconds, or (to connect, to wait for
+        each read, None for no limit); `data`: bytes, or an iterable of chunks sent as they come."""
         prefix = f"/v{self.info().api_version}" if versioned else ""
+        target = prefix + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         try:
-            response = self.session.request(method, ENGINE_URL + prefix + path, timeout=timeout or (10, self.timeout), **kwargs)
-        except requests.exceptions.RequestException as exc:
+            answer = self._send(method, target, headers or {}, data, timeout or (10, self.timeout))
+            if not stream:
+                answer.read()  # whole: its connection serves the next request
+        except (OSError, http.client.HTTPException) as exc:
             raise DockyardError(
                 "unreachable", f"cannot talk to the engine at {self.docker_host}: {exc}; is it running, and may this user use its socket?"
             ) from None
-        if response.status_code not in ok:
-            raise engine_error(response, f"{method} {path}")
-        return response
+        if answer.status_code not in ok:
+            raise engine_error(answer, f"{method} {path}")
+        return answer
+
+    def _send(self, method: str, target: str, headers: dict, data, timeout: tuple) -> EngineAnswer:
+        """Send a request on an idle connection, else a new one; once more on a new one when an idle connection
+        the engine had closed fails before any answer, if the body can be sent again."""
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        while True:
+            connection, reused = self._pool.take(connect)
+            try:
+                if connection.sock is None:
+                    connection.connect()
+                connection.sock.settimeout(read)
+                try:
+                    connection.request(method, target, body=data, headers=headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # an engine that answered before it read the whole body: its answer says why
+                return EngineAnswer(connection.getresponse(), connection, self._pool)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                if not (reused and _replayable(data)):
+                    raise
+            except BaseException:
+                connection.close()
+                raise
 
     def get_json(self, path: str, params=None, ok=(200,)):
         response = self.call("GET", path, params=params, ok=ok)
@@ -186,27 +257,32 @@ class EngineClient:
     def stream(self, method: str, path: str, params=None, headers=None, data=None):
         """Send a request (`data`: a body of any size, such as a generator of chunks) and yield each JSON
         object of the progress stream it answers, read to its end without a read timeout."""
-        response = self.call(method, path, params=params, headers=headers, data=data, stream=True, timeout=(10, None))
-        with response:
-            try:
-                for line in response.iter_lines():
-                    if line.strip():
-                        try:
-                            yield json.loads(line)
-                        except ValueError:
-                            continue
-            except requests.exceptions.RequestException as exc:
-                raise self._broken_off(f"{method} {path}", exc) from None
+        answer = self.call(method, path, params=params, headers=headers, data=data, stream=True, timeout=(10, None))
+        try:
+            for line in answer.lines():
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._broken_off(f"{method} {path}", exc) from None
+        finally:
+            answer.close()
 
     def download(self, path: str, out: BinaryIO, params=None) -> None:
         """GET a body of any size (an image archive) into `out`, read without a read timeout."""
-        response = self.call("GET", path, params=params, stream=True, timeout=(10, None))
-        with response:
-            try:
-                for chunk in response.iter_content(DOWNLOAD_CHUNK):
-                    out.write(chunk)
-            except requests.exceptions.RequestException as exc:
-                raise self._broken_off(f"GET {path}", exc) from None
+        answer = self.call("GET", path, params=params, stream=True, timeout=(10, None))
+        with answer:
+            chunks = answer.chunks(DOWNLOAD_CHUNK)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise self._broken_off(f"GET {path}", exc) from None
+                if chunk is None:
+                    return
+                out.write(chunk)  # its OSError (a full disk) is the caller's to tell
 
     def _broken_off(self, what: str, exc: Exception) -> DockyardError:
         return DockyardError("unreachable", f"the engine at {self.docker_host} broke off its answer to {what}: {exc}")
@@ -230,6 +306,11 @@ def engine_reason(message: str) -> str:
         if any(needle in lowered for needle in needles):
             return reason
     return "engine_error"
+
+
+def _replayable(data) -> bool:
+    """Whether a request's body can be sent again: none, or bytes (not chunks already taken from a generator)."""
+    return data is None or isinstance(data, bytes)
 
 
 def engine_error(response, what: str) -> DockyardError:
@@ -355,15 +436,19 @@ class EngineStore:
         return EngineLoader(self, source, check_mode)
 
     def holding(self, images: list) -> Holding:
-        """Of these images, those the engine holds, and the blobs a load into it need not read. An engine keeps
-        no compressed blob: it holds an image, and layers. Docker's load reads a layer's file only for a ChainID
-        it lacks; Podman's reuses any layer whose DiffID it holds, wherever it lies in the image. A blob needed
-        by any image is not held, whatever another image's layers say."""
-        ids = {record.id for record in self.images()} & {image.id for image in images}
+        """Of these images, those the engine holds (and under which names), and the blobs a load into it need
+        not read. An engine keeps no compressed blob: it holds an image, and layers. Docker's load reads a
+        layer's file only for a ChainID it lacks; Podman's reuses any layer whose DiffID it holds, wherever it
+        lies in the image. A blob needed by any image is not held, whatever another image's layers say.
+        One listing of the engine's images answers it all."""
+        held = self.held_images()
+        ids = {image_id for image_id, _tags, _layers in held} & {image.id for image in images}
         lacking = [image for image in images if image.id not in ids]
-        unread = self.layers_unread([([d.digest for d in image.layers], image.diff_ids) for image in lacking])
+        unread = self.layers_unread([([d.digest for d in image.layers], image.diff_ids) for image in lacking], [layers for _id, _tags, layers in held])
         needed = {image.id for image in lacking} | {d.digest for image in lacking for d in image.layers} - unread
-        return Holding(frozenset({d.digest for image in images for d in image.blobs} - needed), frozenset(ids))
+        references = ((parse_reference_or_none(tag), image_id) for image_id, tags, _layers in held if image_id in ids for tag in tags)
+        names = frozenset((reference.stored_name, image_id) for reference, image_id in references if reference is not None)
+        return Holding(frozenset({d.digest for image in images for d in image.blobs} - needed), frozenset(ids), names)
 
     def exporter(self, names: list) -> Exported:
         """The engine saves the images (GET /images/get) into a private file that the archive is written from."""
@@ -405,23 +490,28 @@ class EngineStore:
 
     def present_chain_ids(self) -> set:
         """ChainIDs of every layer the engine holds, to predict what a pull reuses."""
-        return {chain for diff_ids in self._layer_stacks() for chain in chain_ids(diff_ids)}
+        return {chain for _id, _tags, diff_ids in self.held_images() for chain in chain_ids(diff_ids)}
 
-    def layers_unread(self, images: list, chains: Optional[set] = None) -> set:
+    def layers_unread(self, images: list, stacks: Optional[list] = None) -> set:
         """Of the layer blobs of these (layer digests, DiffIDs) images, those a load into this engine reads no
-        file of: Docker's, those whose ChainID it holds (`chains`, if read already); Podman's, those whose DiffID
-        it holds at any depth (an archive must still name them, with any content: see _engine_archive)."""
+        file of, given the DiffIDs of each image it holds (`stacks`, if read already): Docker's, those whose
+        ChainID it holds; Podman's, those whose DiffID it holds at any depth (an archive must still name them,
+        with any content: see _engine_archive)."""
+        stacks = [diff_ids for _id, _tags, diff_ids in self.held_images()] if stacks is None else stacks
         if self.kind == "docker":
-            return layers_held(images, self.present_chain_ids() if chains is None else chains)
-        return layers_held(images, {diff_id for diff_ids in self._layer_stacks() for diff_id in diff_ids}, by_chain=False)
+            return layers_held(images, {chain for diff_ids in stacks for chain in chain_ids(diff_ids)})
+        return layers_held(images, {diff_id for diff_ids in stacks for diff_id in diff_ids}, by_chain=False)
 
-    def _layer_stacks(self) -> list:
-        """The DiffIDs of each image the engine holds, bottom layer first."""
-        stacks = []
+    def held_images(self) -> list:
+        """(id, tags, DiffIDs bottom layer first) of every image the engine holds, untagged ones too."""
+        held = []
         for summary in self.client.get_json("/images/json", params={"all": "1"}) or []:
-            inspect = self.client.inspect_image(summary["Id"]) or {}
-            stacks.append(list((inspect.get("RootFS") or {}).get("Layers") or []))
-        return stacks
+            inspect = self.client.inspect_image(summary["Id"])
+            if inspect is None:
+                continue  # removed meanwhile
+            tags = [tag for tag in summary.get("RepoTags") or [] if tag and tag != "<none>:<none>"]
+            held.append((full_image_id(inspect.get("Id", "")), tags, list((inspect.get("RootFS") or {}).get("Layers") or [])))
+        return held
 
 
 def open_engine(kind: str, docker_host: Optional[str], timeout: float, pool_size: int) -> EngineStore:

@@ -441,7 +441,7 @@ class OciStore:
 
     def holding(self, images: list) -> Holding:
         """Of these images, the blobs the store holds and the images it holds whole: what a delivery need not send."""
-        return Holding.per_blob(images, lambda d: self.has_blob(d.digest, d.size))
+        return Holding.per_blob(images, lambda d: self.has_blob(d.digest, d.size), self.images())
 
     def plan_removal(self, request: RemovalRequest) -> RemovalPlan:
         records = self.images()

@@ -20,12 +20,17 @@ from hypothesis import strategies as st
 
 from ansible_collections.dockyard.images.plugins.module_utils._archive import (
     DOCKER_ARCHIVE,
+    LAYOUT,
     OCI_ARCHIVE,
+    ArchivePlan,
     ArchiveReader,
+    archive_chunks,
     export_archive,
     load_archive,
 )
+from ansible_collections.dockyard.images.plugins.module_utils._blob import sha256_digest
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._manifest import Descriptor
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from ansible_collections.dockyard.images.plugins.module_utils._reference import parse_reference
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, PullRequest
@@ -335,3 +340,61 @@ def test_an_archive_written_again_keeps_the_mode_of_the_one_it_replaces(tmp_path
     os.chmod(path, 0o600)
     export_archive(source, names, str(path), DOCKER_ARCHIVE, check_mode=False)
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def _tarfile_bytes(plan: ArchivePlan, blobs: dict) -> bytes:
+    """The archive `plan` describes as Python's tarfile writes it (a stream, PAX headers), for comparison."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        folders = sorted({os.path.dirname(name) for name, _source in plan.members if "/" in name})
+        for folder in dict.fromkeys(part for parent in folders for part in ("/".join(parent.split("/")[: n + 1]) for n in range(parent.count("/") + 1))):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+        for name, source in plan.members:
+            data = source if isinstance(source, bytes) else blobs[source.digest]
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime, info.size = 0o644, 0, len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _blob(data: bytes) -> Descriptor:
+    return Descriptor("application/octet-stream", sha256_digest(data), len(data))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=3 * 1024 * 1024)), min_size=1, max_size=6))
+def test_an_archive_is_the_very_tar_stream_tarfile_writes(members):
+    """Every size around a 512-byte block, a 10 KiB record and a 1 MiB chunk: the same bytes as tarfile's, so
+    an archive written before is recognised (not written again), and any tar reader reads it."""
+    blobs, plan_members = {}, [("oci-layout", LAYOUT)]
+    for number, (in_memory, size) in enumerate(members):
+        data = bytes([number % 251]) * (size % 9000 if in_memory else size)
+        if in_memory:
+            plan_members.append((f"top/{number}.json", data))
+        else:
+            descriptor = _blob(data)
+            blobs[descriptor.digest] = data
+            plan_members.append((f"blobs/sha256/{number}", descriptor))
+    plan = ArchivePlan(plan_members)
+    streamed = b"".join(archive_chunks(plan, lambda descriptor: io.BytesIO(blobs[descriptor.digest])))
+    assert streamed == _tarfile_bytes(plan, blobs)
+    with tarfile.open(fileobj=io.BytesIO(streamed), mode="r:") as tar:
+        assert [member.name for member in tar.getmembers() if member.isfile()] == [name for name, _source in plan.members]
+
+
+def test_a_blob_of_other_bytes_or_cut_short_stops_the_archive_before_its_end():
+    """The reader (an engine's load) sees a cut-off archive: the blob's last chunk and the end of the archive never come."""
+    good, bad = b"g" * (2 * 1024 * 1024 + 7), b"b" * (1024 * 1024 + 3)
+    named_bad = Descriptor("application/octet-stream", sha256_digest(b"other bytes"), len(bad))
+    plan = ArchivePlan([("blobs/sha256/good", _blob(good)), ("blobs/sha256/bad", named_bad)])
+    handed = {named_bad.digest: bad, sha256_digest(good): good}
+    sent = []
+    with pytest.raises(DockyardError) as failed:
+        sent.extend(archive_chunks(plan, lambda descriptor: io.BytesIO(handed[descriptor.digest])))
+    assert failed.value.reason == "store_corrupt"
+    assert good in b"".join(sent) and bad not in b"".join(sent)  # the bad blob's last chunk never went
+    short = _blob(b"s" * 5000)
+    with pytest.raises(OSError, match="5000"):
+        b"".join(archive_chunks(ArchivePlan([("blobs/sha256/short", short)]), lambda descriptor: io.BytesIO(b"s" * 4000)))

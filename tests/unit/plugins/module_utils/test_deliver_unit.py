@@ -23,10 +23,7 @@ class Holding:
         self.blobs, self.records = blobs, records
 
     def holding(self, images: list) -> StoreHolding:
-        return StoreHolding.per_blob(images, lambda d: d.digest in self.blobs)
-
-    def images(self) -> list:
-        return self.records
+        return StoreHolding.per_blob(images, lambda d: d.digest in self.blobs, self.records)
 
 
 def digest(char: str) -> str:

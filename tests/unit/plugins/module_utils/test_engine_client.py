@@ -1,0 +1,234 @@
+"""EngineClient's HTTP over the engine's socket, against a scripted engine that answers each connection as a
+test says: connections kept for the next request, one the engine closed while idle replaced without a
+failure, a body sent in chunks, an answer that stops half-way, an engine that answers before it has read
+the whole body, and one that never answers."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from typing import Callable
+
+import pytest
+
+from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
+from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineClient
+
+VERSION = b'{"ApiVersion": "1.41", "Version": "20.10.24", "Components": [{"Name": "Engine"}]}'
+
+
+class Request:
+    """One request as the engine read it."""
+
+    def __init__(self, head: bytes, body: bytes, connection: int):
+        lines = head.decode("latin-1").split("\r\n")
+        self.method, self.target, _version = lines[0].split(" ")
+        self.headers = {name.lower(): value for name, _sep, value in (line.partition(": ") for line in lines[1:] if line)}
+        self.body, self.connection = body, connection
+
+
+class ScriptedEngine:
+    """A unix socket whose connections are each served by `serve(engine, connection, number)`, logging every request."""
+
+    def __init__(self, serve: Callable):
+        self.folder = tempfile.mkdtemp(dir="/tmp")
+        self.path = os.path.join(self.folder, "engine.sock")
+        self.serve, self.requests, self.connections = serve, [], 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(8)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def client(self) -> EngineClient:
+        return EngineClient(f"unix://{self.path}", timeout=2.0)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _address = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(connection, self.connections), daemon=True).start()
+
+    def _serve(self, connection: socket.socket, number: int) -> None:
+        with connection:
+            try:
+                self.serve(self, connection, number)
+            except OSError:
+                pass
+
+    def read(self, connection: socket.socket, number: int, whole_body: bool = True):
+        """The next request on the connection (its body read too, unless told not to), None at its end."""
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = connection.recv(65536)
+            if not data:
+                return None
+            head += data
+        head, _sep, rest = head.partition(b"\r\n\r\n")
+        request = Request(head, b"", number)
+        if whole_body:
+            request.body = self._body(connection, request.headers, rest)
+        self.requests.append(request)
+        return request
+
+    @staticmethod
+    def _body(connection: socket.socket, headers: dict, rest: bytes) -> bytes:
+        if headers.get("transfer-encoding") != "chunked":
+            length = int(headers.get("content-length") or 0)
+            while len(rest) < length:
+                rest += connection.recv(65536)
+            return rest[:length]
+        body, buffered = b"", rest
+        while True:
+            while b"\r\n" not in buffered:
+                buffered += connection.recv(65536)
+            size_line, _sep, buffered = buffered.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(buffered) < size + 2:
+                buffered += connection.recv(65536)
+            body, buffered = body + buffered[:size], buffered[size + 2 :]
+            if size == 0:
+                return body
+
+    @staticmethod
+    def answer(connection: socket.socket, status: int = 200, body: bytes = b"{}", close: bool = False) -> None:
+        extra = b"Connection: close\r\n" if close else b""
+        connection.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (status, len(body), extra, body))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def engine_with():
+    made = []
+
+    def make(serve: Callable) -> ScriptedEngine:
+        made.append(ScriptedEngine(serve))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+def answering(engine: ScriptedEngine, connection: socket.socket, number: int) -> None:
+    """Answers every request on the connection: /version, else the request's own body length as JSON."""
+    while (request := engine.read(connection, number)) is not None:
+        engine.answer(connection, body=VERSION if request.target == "/version" else json.dumps({"length": len(request.body)}).encode())
+
+
+def test_requests_share_one_connection(engine_with):
+    engine = engine_with(answering)
+    client = engine.client
+    for _round in range(3):
+        assert client.get_json("/images/json") == {"length": 0}
+    assert engine.connections == 1 and len(engine.requests) == 4, "the version and three listings, on one connection"
+
+
+def test_a_connection_the_engine_closed_while_idle_is_replaced_even_for_a_body_sent_in_chunks(engine_with):
+    def one_request_each(engine, connection, number):
+        request = engine.read(connection, number)
+        engine.answer(connection, body=VERSION if request.target == "/version" else json.dumps({"length": len(request.body)}).encode())
+        # the engine then closes the connection, as an engine restarting or timing idle connections out does
+
+    engine = engine_with(one_request_each)
+    client = engine.client
+    assert client.get_json("/images/json") == {"length": 0}
+    time.sleep(0.1)
+    chunks = [b"a" * 1000, b"b" * 3000]
+    events = list(client.stream("POST", "/images/load", data=iter(chunks)))
+    assert events == [{"length": 4000}], "the whole body, once, on a new connection"
+    assert client.call("DELETE", "/images/x").json() == {"length": 0}
+    assert engine.connections == 4
+
+
+def test_an_answer_that_stops_half_way_is_unreachable_and_the_next_request_gets_a_new_connection(engine_with):
+    def half(engine, connection, number):
+        while (request := engine.read(connection, number)) is not None:
+            if request.target == "/version":
+                engine.answer(connection, body=VERSION)
+            elif request.method == "POST" or request.target.endswith("/images/get"):
+                connection.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{"status":"one"}\r\n5\r\n{"st')
+                return
+            else:
+                engine.answer(connection)
+
+    engine = engine_with(half)
+    client = engine.client
+    with pytest.raises(DockyardError) as broken:
+        list(client.stream("POST", "/images/create"))
+    assert broken.value.reason == "unreachable" and "broke off its answer to POST /images/create" in broken.value.message
+    assert client.get_json("/images/json") == {}
+    with pytest.raises(DockyardError) as cut:
+        client.download("/images/get", open(os.devnull, "wb"))  # noqa: SIM115
+    assert cut.value.reason == "unreachable"
+
+
+def test_an_engine_that_refuses_before_reading_the_whole_body_is_heard(engine_with):
+    def refusing(engine, connection, number):
+        while (request := engine.read(connection, number, whole_body=False)) is not None:
+            if request.target == "/version":
+                engine.answer(connection, body=VERSION)
+                continue
+            engine.answer(connection, 500, b'{"message": "no space left on device"}', close=True)
+            connection.shutdown(socket.SHUT_RDWR)
+            return
+
+    engine = engine_with(refusing)
+    client = engine.client
+    client.info()
+    endless = (b"x" * 65536 for _chunk in range(10_000))  # 650 MB: far more than a socket buffers
+    with pytest.raises(DockyardError) as refused:
+        list(client.stream("POST", "/images/load", data=endless))
+    assert refused.value.reason == "engine_error" and "(HTTP 500): no space left on device" in refused.value.message
+
+
+def test_an_engine_that_never_answers_is_unreachable_within_the_timeout(engine_with):
+    def silent(engine, connection, number):
+        while engine.read(connection, number) is not None:
+            time.sleep(5)
+
+    engine = engine_with(silent)
+    started = time.monotonic()
+    with pytest.raises(DockyardError) as silence:
+        engine.client.get_json("/images/json")
+    assert silence.value.reason == "unreachable" and time.monotonic() - started < 4
+
+
+def test_a_download_writes_the_exact_bytes_and_a_full_disk_is_the_callers_to_tell(engine_with, tmp_path):
+    archive = os.urandom(3 * 1024 * 1024 + 5)
+
+    def saving(engine, connection, number):
+        while (request := engine.read(connection, number)) is not None:
+            if request.target == "/version":
+                engine.answer(connection, body=VERSION)
+                continue
+            connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(archive), 1_000_000):
+                piece = archive[start : start + 1_000_000]
+                connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            connection.sendall(b"0\r\n\r\n")
+
+    engine = engine_with(saving)
+    client = engine.client
+    with open(tmp_path / "saved.tar", "wb") as out:
+        client.download("/images/get", out, params=[("names", "a"), ("names", "b")])
+    assert (tmp_path / "saved.tar").read_bytes() == archive
+    assert engine.requests[-1].target.endswith("/images/get?names=a&names=b")
+
+    class Full:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as full:
+        client.download("/images/get", Full())
+    assert full.value.errno == errno.ENOSPC
