@@ -25,6 +25,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._archive import Ar
 from ansible_collections.dockyard.images.plugins.module_utils._platform import parse_platform
 from support.ansible import run_module
 from support.engines import UnixHTTPConnection
+from support.sockets import UnixListener
 
 AMD64 = parse_platform("linux/amd64")
 _VERSIONED = re.compile(r"/v[0-9]+\.[0-9]+(?P<path>/.*)\Z")
@@ -38,29 +39,21 @@ class SocketRecorder:
         self.folder = tempfile.mkdtemp(prefix="dy-rec-")  # short: a unix socket path has a length limit
         self.path = os.path.join(self.folder, "engine.sock")
         self.sent = []  # what each connection's client sent
-        self.sockets = []
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.listener = UnixListener(self.path, self._relay).start()
 
     @property
     def docker_host(self) -> str:
         return f"unix://{self.path}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _address = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _relay(self, client: socket.socket, _number: int) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
             upstream.connect(self.target)
             record = bytearray()
             self.sent.append(record)
-            self.sockets += [client, upstream]
-            threading.Thread(target=_forward, args=(client, upstream, record), daemon=True).start()
-            threading.Thread(target=_forward, args=(upstream, client, None), daemon=True).start()
+            answers = threading.Thread(target=_forward, args=(upstream, client, None), daemon=True)
+            answers.start()
+            _forward(client, upstream, record)
+            answers.join()
 
     def requests(self) -> list:
         """(method, path without the API version, body) of every request that reached the engine."""
@@ -70,8 +63,7 @@ class SocketRecorder:
         return found
 
     def stop(self) -> None:
-        for sock in (self.listener, *self.sockets):
-            sock.close()
+        self.listener.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -8,14 +8,14 @@ test can tell what the client asked for and how it answered the server's PINGs a
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
-import threading
 import time
 from typing import Callable, Optional, Union
 
 from hpack import Decoder, Encoder
+
+from support.sockets import UnixListener
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
 END_STREAM = ACK = 0x1
@@ -61,22 +61,19 @@ class ScriptedGrpcServer:
         self.answer = answer
         self.calls = []  # the headers of each call, in order
         self.frames = []  # (kind, flags, stream, payload) of every frame a client sent
-        self.connections = 0
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._threads = []
+        self._listener = UnixListener(path, self._serve)
+
+    @property
+    def connections(self) -> int:
+        return self._listener.connections
 
     def start(self) -> ScriptedGrpcServer:
-        self._listener.bind(self.path)
-        self._listener.listen(8)
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
+        self._listener.start()
         return self
 
     def stop(self) -> None:
         """Stop listening; the socket file stays, as a stopped containerd's does (connecting is then refused)."""
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        self._listener.close()
+        self._listener.stop()
 
     def wait_for_frame(self, wanted: Callable[[tuple], bool], timeout: float = 5.0) -> bool:
         """Whether the client sent a frame `wanted` accepts, within `timeout` seconds."""
@@ -86,15 +83,6 @@ class ScriptedGrpcServer:
                 return True
             time.sleep(0.01)
         return False
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _address = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _read(conn: socket.socket, size: int) -> bytes:
@@ -106,29 +94,24 @@ class ScriptedGrpcServer:
             data += chunk
         return data
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, _number: int) -> None:
         decoder, answers, blocks = Decoder(), Answers(), {}
-        try:
-            if self._read(conn, len(PREFACE)) != PREFACE:
-                return
-            conn.sendall(frame(SETTINGS, 0, 0))
-            while True:
-                header = self._read(conn, 9)
-                length, kind, flags, stream = int.from_bytes(header[:3], "big"), header[3], header[4], int.from_bytes(header[5:], "big")
-                payload = self._read(conn, length)
-                self.frames.append((kind, flags, stream, payload))
-                if kind in (HEADERS, CONTINUATION):
-                    blocks[stream] = blocks.get(stream, b"") + payload
-                    if flags & END_HEADERS:
-                        self.calls.append(dict(decoder.decode(blocks.pop(stream))))
-                elif kind == DATA and flags & END_STREAM:
-                    reply = self.answer(answers, stream, self.calls[-1])
-                    if isinstance(reply, tuple):
-                        conn.sendall(reply[0])
-                        return
-                    if reply is not None:
-                        conn.sendall(reply)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            conn.close()
+        if self._read(conn, len(PREFACE)) != PREFACE:
+            return
+        conn.sendall(frame(SETTINGS, 0, 0))
+        while True:
+            header = self._read(conn, 9)
+            length, kind, flags, stream = int.from_bytes(header[:3], "big"), header[3], header[4], int.from_bytes(header[5:], "big")
+            payload = self._read(conn, length)
+            self.frames.append((kind, flags, stream, payload))
+            if kind in (HEADERS, CONTINUATION):
+                blocks[stream] = blocks.get(stream, b"") + payload
+                if flags & END_HEADERS:
+                    self.calls.append(dict(decoder.decode(blocks.pop(stream))))
+            elif kind == DATA and flags & END_STREAM:
+                reply = self.answer(answers, stream, self.calls[-1])
+                if isinstance(reply, tuple):
+                    conn.sendall(reply[0])
+                    return
+                if reply is not None:
+                    conn.sendall(reply)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import tempfile
-import threading
 import time
 from typing import Callable
 
@@ -18,6 +18,7 @@ import pytest
 
 from ansible_collections.dockyard.images.plugins.module_utils._errors import DockyardError
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineClient
+from support.sockets import UnixListener
 
 VERSION = b'{"ApiVersion": "1.41", "Version": "20.10.24", "Components": [{"Name": "Engine"}]}'
 
@@ -36,33 +37,18 @@ class ScriptedEngine:
     """A unix socket whose connections are each served by `serve(engine, connection, number)`, logging every request."""
 
     def __init__(self, serve: Callable):
-        self.folder = tempfile.mkdtemp(dir="/tmp")
+        self.folder = tempfile.mkdtemp(dir="/tmp")  # short: a unix socket path has a length limit
         self.path = os.path.join(self.folder, "engine.sock")
-        self.serve, self.requests, self.connections = serve, [], 0
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.requests = []
+        self.listener = UnixListener(self.path, lambda connection, number: serve(self, connection, number)).start()
+
+    @property
+    def connections(self) -> int:
+        return self.listener.connections
 
     @property
     def client(self) -> EngineClient:
         return EngineClient(f"unix://{self.path}", timeout=2.0)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _address = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(connection, self.connections), daemon=True).start()
-
-    def _serve(self, connection: socket.socket, number: int) -> None:
-        with connection:
-            try:
-                self.serve(self, connection, number)
-            except OSError:
-                pass
 
     def read(self, connection: socket.socket, number: int, whole_body: bool = True):
         """The next request on the connection (its body read too, unless told not to), None at its end."""
@@ -104,7 +90,8 @@ class ScriptedEngine:
         connection.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (status, len(body), extra, body))
 
     def close(self) -> None:
-        self.listener.close()
+        self.listener.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture
