@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ansible_collections.dockyard.images.plugins.module_utils._auth import engine_auth_header
 from ansible_collections.dockyard.images.plugins.module_utils._batch import each
@@ -20,7 +20,6 @@ from ansible_collections.dockyard.images.plugins.module_utils._errors import Doc
 from ansible_collections.dockyard.images.plugins.module_utils._manifest import read_config
 from ansible_collections.dockyard.images.plugins.module_utils._platform import Platform, runs_on
 from ansible_collections.dockyard.images.plugins.module_utils._reference import Reference
-from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 from ansible_collections.dockyard.images.plugins.module_utils._stores import ALREADY_EXISTS, PULL_COMPLETE, LayerStatus, PullRequest, PullResult
 from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import (
     EngineStore,
@@ -30,6 +29,9 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores._engine im
     inspect_platform,
     repository_digests,
 )
+
+if TYPE_CHECKING:  # a load into an engine uses this file's predictions, and needs no registry client loaded
+    from ansible_collections.dockyard.images.plugins.module_utils._registry import RegistryClient
 
 _LAYER_ID = re.compile(r"[0-9a-f]{12}\Z")
 _LAYER_STATUS = {"Already exists": ALREADY_EXISTS, "Pull complete": PULL_COMPLETE}
