@@ -126,8 +126,9 @@ def _spare_the_collector() -> None:
     """In the worker process Ansible forks for the task, leave what it inherited out of every garbage collection:
     building the host module's payload parses its files into many objects, and each full collection would
     otherwise walk the whole of ansible-playbook's memory again (about 0.1 s a delivery). The worker ends with
-    the task, so nothing it leaves uncollected outlives it; in any other process, nothing changes."""
-    if multiprocessing.parent_process() is not None:
+    the task, so nothing it leaves uncollected outlives it; in any other process, nothing changes. Once: the
+    items of a loop run in the same worker, and what one leaves behind is for the collector again."""
+    if multiprocessing.parent_process() is not None and gc.get_freeze_count() == 0:
         gc.freeze()
 
 

@@ -721,9 +721,12 @@ def _verified_chunks(handle: BinaryIO, descriptor: Descriptor) -> Iterator[bytes
     hasher = hashlib.new(descriptor.digest.split(":", 1)[0])
     left = descriptor.size
     while True:
-        chunk = handle.read(min(CHUNK, left)) if left else b""
+        asked = min(CHUNK, left)
+        chunk = handle.read(asked) if left else b""
         if left and not chunk:
             raise OSError(errno.EIO, f"the blob {descriptor.digest} ends {left} bytes short of its size {descriptor.size}")
+        if len(chunk) > asked:
+            raise OSError(errno.EIO, f"reading the blob {descriptor.digest} gave {len(chunk)} bytes where {asked} were asked for")
         hasher.update(chunk)
         left -= len(chunk)
         if not left and f"{hasher.name}:{hasher.hexdigest()}" != descriptor.digest:

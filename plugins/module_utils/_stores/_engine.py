@@ -61,8 +61,13 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
     def dropped(self) -> bool:
-        """Whether the engine closed this idle connection: an idle socket that reads at all has reached its end."""
-        return self.sock is None or bool(select.select([self.sock], [], [], 0)[0])
+        """Whether the engine closed this idle connection: an idle socket that reads at all has reached its end
+        (or holds what no request asked for)."""
+        if self.sock is None:
+            return True
+        poller = select.poll()  # not select(): a process may hold more than 1024 files
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
 
 class _Pool:
@@ -118,10 +123,19 @@ class EngineAnswer:
     def lines(self) -> Iterator[bytes]:
         with self:
             yield from iter(self._answer.readline, b"")
+            self._whole()
 
     def chunks(self, size: int) -> Iterator[bytes]:
         with self:
             yield from iter(lambda: self._answer.read(size), b"")
+            self._whole()
+
+    def _whole(self) -> None:
+        """IncompleteRead when the body ended before its length, or before its last chunk: http.client's
+        readline() and read(n) end such a body quietly, as if the engine had said all it had to."""
+        answer = self._answer
+        if answer.length or (answer.chunked and answer.chunk_left is not None):
+            raise http.client.IncompleteRead(b"", answer.length)
 
     def close(self) -> None:
         if self._connection is None:
@@ -160,7 +174,7 @@ def socket_path(docker_host: str) -> str:
         parts = urlsplit(docker_host)
     except ValueError:
         parts = None
-    if parts is None or parts.scheme != "unix" or not parts.path:
+    if parts is None or parts.scheme != "unix" or not parts.path or parts.netloc:  # unix://var/run/x.sock names /run/x.sock
         raise DockyardError("invalid_argument", f"docker_host {docker_host!r} is not supported; give a unix socket such as unix:///var/run/docker.sock")
     return unquote(parts.path)
 
@@ -193,7 +207,9 @@ class EngineClient:
     def info(self) -> EngineInfo:
         """Negotiate the API version (GET /version); cached."""
         if self._info is None:
-            data = self.call("GET", "/version", versioned=False).json()
+            data = self.get_json("/version", versioned=False)
+            if not isinstance(data, dict):
+                raise DockyardError("engine_error", f"{self.docker_host} answered /version with {str(data)[:100]!r}, not an engine's version")
             components = [c.get("Name", "") for c in data.get("Components") or []]
             name = "podman" if any("podman" in c.lower() for c in components) else "docker"
             server = _version_tuple(data.get("ApiVersion", "1.24"))
@@ -226,30 +242,39 @@ class EngineClient:
 
     def _send(self, method: str, target: str, headers: dict, data, timeout: tuple) -> EngineAnswer:
         """Send a request on an idle connection, else a new one; once more on a new one when an idle connection
-        the engine had closed fails before any answer, if the body can be sent again."""
+        the engine had closed fails before any answer, if the request may be made twice (an idempotent method,
+        a body that can be sent again). Sending is bounded by the connect timeout, the answer by the read one."""
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         while True:
             connection, reused = self._pool.take(connect)
             try:
                 if connection.sock is None:
                     connection.connect()
-                connection.sock.settimeout(read)
+                connection.sock.settimeout(connect)  # an engine that takes no more of the body within it is gone
                 try:
                     connection.request(method, target, body=data, headers=headers)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # an engine that answered before it read the whole body: its answer says why
+                connection.sock.settimeout(read)
                 return EngineAnswer(connection.getresponse(), connection, self._pool)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 connection.close()
-                if not (reused and _replayable(data)):
+                if not (reused and method in _IDEMPOTENT and _replayable(data)):
                     raise
             except BaseException:
                 connection.close()
                 raise
 
-    def get_json(self, path: str, params=None, ok=(200,)):
-        response = self.call("GET", path, params=params, ok=ok)
-        return response.json() if response.status_code == 200 else None
+    def get_json(self, path: str, params=None, ok=(200,), versioned: bool = True):
+        """The JSON a GET answers with 200 (None for another status in `ok`); engine_error for what is not JSON."""
+        response = self.call("GET", path, versioned=versioned, params=params, ok=ok)
+        if response.status_code != 200:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            answered = response.text[:200]
+            raise DockyardError("engine_error", f"the engine at {self.docker_host} answered GET {path} with what is not JSON: {answered!r}") from None
 
     def inspect_image(self, name: str) -> Optional[dict]:
         return self.get_json(f"/images/{quote(name, safe='/:@')}/json", ok=(200, 404))
@@ -308,6 +333,9 @@ def engine_reason(message: str) -> str:
     return "engine_error"
 
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
 def _replayable(data) -> bool:
     """Whether a request's body can be sent again: none, or bytes (not chunks already taken from a generator)."""
     return data is None or isinstance(data, bytes)
@@ -316,10 +344,11 @@ def _replayable(data) -> bool:
 def engine_error(response, what: str) -> DockyardError:
     """An engine's HTTP error; 404 and 409 say it all, else its message tells."""
     try:
-        message = (response.json() or {}).get("message") or response.text
+        data = response.json()
     except ValueError:
-        message = response.text
-    message = (message or "").strip()
+        data = None
+    message = data.get("message") if isinstance(data, dict) else None
+    message = (message if isinstance(message, str) and message else response.text).strip()
     reason = {404: "not_found", 409: "in_use"}.get(response.status_code) or engine_reason(message)
     return DockyardError(reason, f"the engine refused {what} (HTTP {response.status_code}): {message}", engine_status=response.status_code)
 

@@ -11,7 +11,10 @@ from ansible_collections.dockyard.images.plugins.action.image_deliver import _sp
 def _frozen_after(queue) -> None:
     before = gc.get_freeze_count()
     _spare_the_collector()
-    queue.put((before, gc.get_freeze_count()))
+    first = gc.get_freeze_count()
+    left_behind = [[] for _item in range(1000)]  # what one item of a loop leaves
+    _spare_the_collector()  # the next item, in the same worker
+    queue.put((before, first, gc.get_freeze_count(), len(left_behind)))
 
 
 def test_a_task_worker_leaves_what_it_inherited_out_of_collections_and_the_main_process_does_not():
@@ -19,9 +22,10 @@ def test_a_task_worker_leaves_what_it_inherited_out_of_collections_and_the_main_
     queue = context.Queue()
     worker = context.Process(target=_frozen_after, args=(queue,))
     worker.start()
-    before, after = queue.get(timeout=30)
+    before, first, second, _made = queue.get(timeout=30)
     worker.join(30)
-    assert before == 0 and after > 10_000, "the worker's inherited objects are frozen"
+    assert before == 0 and first > 10_000, "the worker's inherited objects are frozen"
+    assert second == first, "once: what a loop's items leave behind is collected"
     main_before = gc.get_freeze_count()
     _spare_the_collector()
     assert gc.get_freeze_count() == main_before, "a process that lives on keeps collecting everything"

@@ -219,3 +219,104 @@ def test_a_download_writes_the_exact_bytes_and_a_full_disk_is_the_callers_to_tel
     with pytest.raises(OSError) as full:
         client.download("/images/get", Full())
     assert full.value.errno == errno.ENOSPC
+
+
+def test_a_progress_stream_cut_between_two_messages_is_unreachable_not_a_quiet_end(engine_with):
+    def cut(engine, connection, number):
+        while (request := engine.read(connection, number)) is not None:
+            if request.target == "/version":
+                engine.answer(connection, body=VERSION)
+                continue
+            message = b'{"status":"Loading layer"}\r\n'  # one chunk a message, as Docker sends them; no last chunk
+            connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(message), message))
+            return
+
+    engine = engine_with(cut)
+    with pytest.raises(DockyardError) as broken:
+        list(engine.client.stream("POST", "/images/load", data=b"tar"))
+    assert broken.value.reason == "unreachable" and "broke off" in broken.value.message
+
+
+def test_an_engine_that_stops_reading_the_body_is_unreachable_within_the_send_timeout(engine_with):
+    def stalled(engine, connection, number):
+        while (request := engine.read(connection, number, whole_body=False)) is not None:
+            if request.target == "/version":
+                engine.answer(connection, body=VERSION)
+                continue
+            time.sleep(10)  # reads nothing more, answers nothing, keeps the connection open
+            return
+
+    engine = engine_with(stalled)
+    client = engine.client
+    client.info()
+    endless = (b"x" * 65536 for _chunk in range(10_000))
+    started = time.monotonic()
+    with pytest.raises(DockyardError) as stalled_send:
+        client.call("POST", "/images/load", data=endless, stream=True, timeout=(1, None))
+    assert stalled_send.value.reason == "unreachable" and time.monotonic() - started < 5
+
+
+def test_a_post_is_never_sent_twice_even_on_a_connection_that_served_before(engine_with):
+    def answers_one_then_drops_the_post(engine, connection, number):
+        while (request := engine.read(connection, number)) is not None:
+            if request.method == "POST":
+                return  # read it, maybe acted on it, then closed without an answer
+            engine.answer(connection, body=VERSION if request.target == "/version" else b"{}")
+
+    engine = engine_with(answers_one_then_drops_the_post)
+    client = engine.client
+    client.get_json("/images/json")
+    with pytest.raises(DockyardError) as dropped:
+        client.call("POST", "/images/app/tag", params={"repo": "team/app", "tag": "2"})
+    assert dropped.value.reason == "unreachable"
+    assert [request.method for request in engine.requests].count("POST") == 1
+
+
+def test_idle_connections_are_kept_in_a_process_holding_more_than_1024_files(engine_with):
+    engine = engine_with(answering)
+    held = [os.open(os.devnull, os.O_RDONLY) for _file in range(1100)]
+    try:
+        client = engine.client
+        for _round in range(3):
+            assert client.get_json("/images/json") == {"length": 0}
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+    assert engine.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "says"),
+    [
+        (500, b"123", "engine_error", "(HTTP 500): 123"),
+        (500, b'{"message": 5}', "engine_error", '(HTTP 500): {"message": 5}'),
+        (409, b'["in use"]', "in_use", '(HTTP 409): ["in use"]'),
+        (200, b"<html>not json</html>", "engine_error", "what is not JSON: '<html>not json</html>'"),
+    ],
+)
+def test_whatever_an_engine_answers_is_an_error_with_a_reason_never_a_traceback(engine_with, status, body, reason, says):
+    def odd(engine, connection, number):
+        while (request := engine.read(connection, number)) is not None:
+            engine.answer(connection, *((200, VERSION) if request.target == "/version" else (status, body)))
+
+    engine = engine_with(odd)
+    with pytest.raises(DockyardError) as failed:
+        engine.client.get_json("/images/json")
+    assert failed.value.reason == reason and says in failed.value.message
+
+
+def test_an_engine_whose_version_is_no_object_is_an_engine_error(engine_with):
+    def listing(engine, connection, number):
+        while engine.read(connection, number) is not None:
+            engine.answer(connection, body=b"[]")
+
+    with pytest.raises(DockyardError) as failed:
+        engine_with(listing).client.info()
+    assert failed.value.reason == "engine_error" and "not an engine's version" in failed.value.message
+
+
+@pytest.mark.parametrize("docker_host", ["unix://var/run/docker.sock", "tcp://127.0.0.1:2375", "unix://"])
+def test_a_docker_host_that_names_no_socket_path_plainly_is_refused(docker_host):
+    with pytest.raises(DockyardError) as refused:
+        EngineClient(docker_host)
+    assert refused.value.reason == "invalid_argument" and "unix:///var/run/docker.sock" in refused.value.message
