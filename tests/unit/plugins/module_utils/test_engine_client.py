@@ -107,6 +107,20 @@ def engine_with():
         engine.close()
 
 
+def after_version(act: Callable, whole_body: bool = True) -> Callable:
+    """A connection's server: /version answered as an engine's, every other request by `act(engine, connection,
+    request)`, which ends the connection by returning True."""
+
+    def serve(engine: ScriptedEngine, connection: socket.socket, number: int) -> None:
+        while (request := engine.read(connection, number, whole_body)) is not None:
+            if request.target == "/version":
+                engine.answer(connection, body=VERSION)
+            elif act(engine, connection, request):
+                return
+
+    return serve
+
+
 def answering(engine: ScriptedEngine, connection: socket.socket, number: int) -> None:
     """Answers every request on the connection: /version, else the request's own body length as JSON."""
     while (request := engine.read(connection, number)) is not None:
@@ -139,17 +153,14 @@ def test_a_connection_the_engine_closed_while_idle_is_replaced_even_for_a_body_s
 
 
 def test_an_answer_that_stops_half_way_is_unreachable_and_the_next_request_gets_a_new_connection(engine_with):
-    def half(engine, connection, number):
-        while (request := engine.read(connection, number)) is not None:
-            if request.target == "/version":
-                engine.answer(connection, body=VERSION)
-            elif request.method == "POST" or request.target.endswith("/images/get"):
-                connection.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{"status":"one"}\r\n5\r\n{"st')
-                return
-            else:
-                engine.answer(connection)
+    def half(engine, connection, request):
+        if request.method == "POST" or request.target.endswith("/images/get"):
+            connection.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{"status":"one"}\r\n5\r\n{"st')
+            return True
+        engine.answer(connection)
+        return False
 
-    engine = engine_with(half)
+    engine = engine_with(after_version(half))
     client = engine.client
     with pytest.raises(DockyardError) as broken:
         list(client.stream("POST", "/images/create"))
@@ -161,16 +172,12 @@ def test_an_answer_that_stops_half_way_is_unreachable_and_the_next_request_gets_
 
 
 def test_an_engine_that_refuses_before_reading_the_whole_body_is_heard(engine_with):
-    def refusing(engine, connection, number):
-        while (request := engine.read(connection, number, whole_body=False)) is not None:
-            if request.target == "/version":
-                engine.answer(connection, body=VERSION)
-                continue
-            engine.answer(connection, 500, b'{"message": "no space left on device"}', close=True)
-            connection.shutdown(socket.SHUT_RDWR)
-            return
+    def refusing(engine, connection, _request):
+        engine.answer(connection, 500, b'{"message": "no space left on device"}', close=True)
+        connection.shutdown(socket.SHUT_RDWR)
+        return True
 
-    engine = engine_with(refusing)
+    engine = engine_with(after_version(refusing, whole_body=False))
     client = engine.client
     client.info()
     endless = (b"x" * 65536 for _chunk in range(10_000))  # 650 MB: far more than a socket buffers
@@ -194,18 +201,15 @@ def test_an_engine_that_never_answers_is_unreachable_within_the_timeout(engine_w
 def test_a_download_writes_the_exact_bytes_and_a_full_disk_is_the_callers_to_tell(engine_with, tmp_path):
     archive = os.urandom(3 * 1024 * 1024 + 5)
 
-    def saving(engine, connection, number):
-        while (request := engine.read(connection, number)) is not None:
-            if request.target == "/version":
-                engine.answer(connection, body=VERSION)
-                continue
-            connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for start in range(0, len(archive), 1_000_000):
-                piece = archive[start : start + 1_000_000]
-                connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-            connection.sendall(b"0\r\n\r\n")
+    def saving(_engine, connection, _request):
+        connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(archive), 1_000_000):
+            piece = archive[start : start + 1_000_000]
+            connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        connection.sendall(b"0\r\n\r\n")
+        return False
 
-    engine = engine_with(saving)
+    engine = engine_with(after_version(saving))
     client = engine.client
     with open(tmp_path / "saved.tar", "wb") as out:
         client.download("/images/get", out, params=[("names", "a"), ("names", "b")])
@@ -222,31 +226,23 @@ def test_a_download_writes_the_exact_bytes_and_a_full_disk_is_the_callers_to_tel
 
 
 def test_a_progress_stream_cut_between_two_messages_is_unreachable_not_a_quiet_end(engine_with):
-    def cut(engine, connection, number):
-        while (request := engine.read(connection, number)) is not None:
-            if request.target == "/version":
-                engine.answer(connection, body=VERSION)
-                continue
-            message = b'{"status":"Loading layer"}\r\n'  # one chunk a message, as Docker sends them; no last chunk
-            connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(message), message))
-            return
+    def cut(_engine, connection, _request):
+        message = b'{"status":"Loading layer"}\r\n'  # one chunk a message, as Docker sends them; no last chunk
+        connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(message), message))
+        return True
 
-    engine = engine_with(cut)
+    engine = engine_with(after_version(cut))
     with pytest.raises(DockyardError) as broken:
         list(engine.client.stream("POST", "/images/load", data=b"tar"))
     assert broken.value.reason == "unreachable" and "broke off" in broken.value.message
 
 
 def test_an_engine_that_stops_reading_the_body_is_unreachable_within_the_send_timeout(engine_with):
-    def stalled(engine, connection, number):
-        while (request := engine.read(connection, number, whole_body=False)) is not None:
-            if request.target == "/version":
-                engine.answer(connection, body=VERSION)
-                continue
-            time.sleep(10)  # reads nothing more, answers nothing, keeps the connection open
-            return
+    def stalled(_engine, _connection, _request):
+        time.sleep(10)  # reads nothing more, answers nothing, keeps the connection open
+        return True
 
-    engine = engine_with(stalled)
+    engine = engine_with(after_version(stalled, whole_body=False))
     client = engine.client
     client.info()
     endless = (b"x" * 65536 for _chunk in range(10_000))
@@ -295,11 +291,11 @@ def test_idle_connections_are_kept_in_a_process_holding_more_than_1024_files(eng
     ],
 )
 def test_whatever_an_engine_answers_is_an_error_with_a_reason_never_a_traceback(engine_with, status, body, reason, says):
-    def odd(engine, connection, number):
-        while (request := engine.read(connection, number)) is not None:
-            engine.answer(connection, *((200, VERSION) if request.target == "/version" else (status, body)))
+    def odd(engine, connection, _request):
+        engine.answer(connection, status, body)
+        return False
 
-    engine = engine_with(odd)
+    engine = engine_with(after_version(odd))
     with pytest.raises(DockyardError) as failed:
         engine.client.get_json("/images/json")
     assert failed.value.reason == reason and says in failed.value.message
