@@ -56,7 +56,7 @@ from ansible_collections.dockyard.images.plugins.module_utils._stores import (
     image_label,
     selected_or_fail,
 )
-from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, engine_reason, full_image_id
+from ansible_collections.dockyard.images.plugins.module_utils._stores._engine import EngineStore, chain_ids, chain_set, engine_reason, full_image_id
 
 KEEP, TAG, LOAD = "keep", "tag", "load"  # what a load does for a name: nothing, tag an image the engine holds, send the image
 
@@ -202,7 +202,7 @@ class EngineLoader:
 
     def _held_chain_ids(self) -> set:
         if self._chains is None:
-            self._chains = {chain for diff_ids in self._held_stacks() for chain in chain_ids(diff_ids)}
+            self._chains = chain_set(self._held_stacks())
         return self._chains
 
     def _tag(self, load: _Load) -> None:

@@ -211,6 +211,11 @@ class _SpoolUnreadable(Exception):
     """A spooled blob that could not be read while it was being written into containerd."""
 
 
+def _listed(answers: list) -> list:
+    """What a List method answers: field 1 of each item (a name, an id or a digest), items being field 1 of each message."""
+    return [item.text(1) for answer in answers for item in answer.messages(1)]
+
+
 class Api:
     """containerd's own gRPC API on its socket, for what a store reads and stores: one connection, a fraction
     of a millisecond per question, where each `ctr` is a process of about 30 ms. Every failure is a
@@ -250,10 +255,7 @@ class Api:
         return self.call("images.v1.Images/List", "to list its images", read)
 
     def content(self, namespace: Optional[str] = None) -> set:
-        def read(answers: list) -> set:
-            return {info.text(1) for answer in answers for info in answer.messages(1) if is_digest(info.text(1))}
-
-        return self.call("content.v1.Content/List", "to list its content", read, namespace=namespace)
+        return self.call("content.v1.Content/List", "to list its content", lambda answers: set(filter(is_digest, _listed(answers))), namespace=namespace)
 
     def read(self, digest: str, limit: int) -> bytes:
         """A blob of the content store, whole; store_corrupt past `limit` bytes."""
@@ -286,10 +288,7 @@ class Api:
         return self.call("tasks.v1.Tasks/List", "to list its tasks", read)
 
     def namespaces(self) -> list:
-        def read(answers: list) -> list:
-            return [namespace.text(1) for answer in answers for namespace in answer.messages(1)]
-
-        return self.call("namespaces.v1.Namespaces/List", "to list its namespaces", read)
+        return self.call("namespaces.v1.Namespaces/List", "to list its namespaces", _listed)
 
     def take_lease(self) -> str:
         """A lease of the namespace that keeps what is written under it from containerd's garbage collector
@@ -300,7 +299,7 @@ class Api:
         try:
             self.call("leases.v1.Leases/Create", "to take a lease", list, encode_field(1, lease) + encode_field(3, label))
         except DockyardError:
-            if lease not in self.call("leases.v1.Leases/List", "to list its leases", lambda answers: [m.text(1) for a in answers for m in a.messages(1)]):
+            if lease not in self.call("leases.v1.Leases/List", "to list its leases", _listed):
                 raise
         return lease  # made by a first try whose answer was lost, if not by the second
 

@@ -378,6 +378,16 @@ def chain_ids(diff_ids: list) -> list:
     return chains
 
 
+def chain_set(stacks: list) -> set:
+    """The ChainIDs of every layer of some images, given the DiffIDs of each (bottom layer first)."""
+    return {chain for diff_ids in stacks for chain in chain_ids(diff_ids)}
+
+
+def _repo_tags(summary: dict) -> list:
+    """The names an image of the engine's listing carries (none for `<none>:<none>`)."""
+    return [tag for tag in summary.get("RepoTags") or [] if tag and tag != "<none>:<none>"]
+
+
 def _layer_sizes(history: list, layer_count: int) -> list:
     """Each layer's size from the engine's image history: entries map to layers oldest first."""
     sizes = [entry.get("Size", 0) for entry in reversed(history or [])]
@@ -447,7 +457,7 @@ class EngineStore:
             if inspect is None:
                 continue  # removed meanwhile
             layers = self.layers_of(inspect)
-            tags = [t for t in summary.get("RepoTags") or [] if t and t != "<none>:<none>"] or [None]
+            tags = _repo_tags(summary) or [None]
             records.extend(self.record_for(inspect, tag, containers, layers) for tag in tags)
         return records
 
@@ -519,7 +529,7 @@ class EngineStore:
 
     def present_chain_ids(self) -> set:
         """ChainIDs of every layer the engine holds, to predict what a pull reuses."""
-        return {chain for _id, _tags, diff_ids in self.held_images() for chain in chain_ids(diff_ids)}
+        return chain_set([diff_ids for _id, _tags, diff_ids in self.held_images()])
 
     def layers_unread(self, images: list, stacks: Optional[list] = None) -> set:
         """Of the layer blobs of these (layer digests, DiffIDs) images, those a load into this engine reads no
@@ -528,7 +538,7 @@ class EngineStore:
         with any content: see _engine_archive)."""
         stacks = [diff_ids for _id, _tags, diff_ids in self.held_images()] if stacks is None else stacks
         if self.kind == "docker":
-            return layers_held(images, {chain for diff_ids in stacks for chain in chain_ids(diff_ids)})
+            return layers_held(images, chain_set(stacks))
         return layers_held(images, {diff_id for diff_ids in stacks for diff_id in diff_ids}, by_chain=False)
 
     def held_images(self) -> list:
@@ -538,8 +548,7 @@ class EngineStore:
             inspect = self.client.inspect_image(summary["Id"])
             if inspect is None:
                 continue  # removed meanwhile
-            tags = [tag for tag in summary.get("RepoTags") or [] if tag and tag != "<none>:<none>"]
-            held.append((full_image_id(inspect.get("Id", "")), tags, list((inspect.get("RootFS") or {}).get("Layers") or [])))
+            held.append((full_image_id(inspect.get("Id", "")), _repo_tags(summary), list((inspect.get("RootFS") or {}).get("Layers") or [])))
         return held
 
 
